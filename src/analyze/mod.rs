@@ -1,0 +1,3 @@
+//! Pure math over stored embeddings and predictions: no I/O.
+
+pub mod classification;

@@ -1,0 +1,13 @@
+//! `dwell`: follows a fixed probe set's `[CLS]` embeddings across the checkpoints
+//! of a fine-tuning run and turns their trajectories into advice.
+//!
+//! The modules follow the pipeline (see `ARCHITECTURE.md`):
+//! checkpoint → embed → store → analyze → advise → report.
+
+pub mod advise;
+pub mod analyze;
+pub mod checkpoint;
+pub mod embed;
+pub mod probe;
+pub mod report;
+pub mod store;
