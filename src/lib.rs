@@ -8,6 +8,7 @@ pub mod advise;
 pub mod analyze;
 pub mod checkpoint;
 pub mod embed;
+pub mod pipeline;
 pub mod probe;
 pub mod report;
 pub mod store;

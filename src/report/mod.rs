@@ -1,1 +1,68 @@
-//! (module under construction)
+//! `report.json` (SPEC §6): the machine-readable result, replaced atomically.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::store::{StateDir, StoreError};
+
+pub const REPORT_SCHEMA: &str = "dwell.report/1";
+pub const REPORT_FILE: &str = "report.json";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub generated_by: String,
+    pub run: RunInfo,
+    pub probe: ProbeInfo,
+    pub checkpoints: Vec<CheckpointSummary>,
+    /// Checkpoints that could not be embedded, with the file and the reason.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub directory: PathBuf,
+    pub model_type: String,
+    /// Class names in class-id order.
+    pub labels: Vec<String>,
+    pub latest_step: Option<u64>,
+    pub max_steps: Option<u64>,
+    pub finished: bool,
+    pub base_model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeInfo {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub examples: usize,
+    pub per_class: BTreeMap<String, usize>,
+    pub max_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointSummary {
+    pub step: u64,
+    /// `checkpoint-<step>`, or `base model` for step 0.
+    pub source: String,
+    /// `null` for a model without a classification head (a base model).
+    pub macro_f1: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub per_class_f1: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedCheckpoint {
+    pub step: u64,
+    pub checkpoint: PathBuf,
+    /// The file at fault.
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+pub fn write_json(state: &StateDir, report: &Report) -> Result<PathBuf, StoreError> {
+    let json = serde_json::to_vec_pretty(report).expect("the report serialises");
+    state.write_file(REPORT_FILE, &json)
+}

@@ -1,0 +1,239 @@
+//! Tokenizer resolution (SPEC §2.2), first found wins:
+//! `tokenizer.json` in the checkpoint, `tokenizer.json` in the run directory,
+//! `vocab.txt` + `tokenizer_config.json` (checkpoint, then run directory) built into
+//! the BERT WordPiece pipeline, and last a path the user gives.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::{read_json, CheckpointError};
+
+/// Where the tokenizer came from, so the report can say which one was used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerSource {
+    TokenizerJson(PathBuf),
+    WordPieceVocab(PathBuf),
+}
+
+impl TokenizerSource {
+    pub fn path(&self) -> &Path {
+        match self {
+            TokenizerSource::TokenizerJson(path) | TokenizerSource::WordPieceVocab(path) => path,
+        }
+    }
+}
+
+/// The slow BERT tokenizer's settings that change the ids.
+#[derive(Debug, Deserialize)]
+struct BertTokenizerConfig {
+    #[serde(default = "yes")]
+    do_lower_case: bool,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    #[serde(default = "yes")]
+    tokenize_chinese_chars: bool,
+    #[serde(default = "default_unk")]
+    unk_token: String,
+    #[serde(default = "default_cls")]
+    cls_token: String,
+    #[serde(default = "default_sep")]
+    sep_token: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_unk() -> String {
+    "[UNK]".into()
+}
+fn default_cls() -> String {
+    "[CLS]".into()
+}
+fn default_sep() -> String {
+    "[SEP]".into()
+}
+
+/// Finds and builds the tokenizer for `model_dir`, truncating to `max_len` tokens
+/// (special tokens included) and never padding: batches are padded by the embedder.
+pub fn load_tokenizer(
+    model_dir: &Path,
+    run_dir: Option<&Path>,
+    user_path: Option<&Path>,
+    max_len: usize,
+) -> Result<(Tokenizer, TokenizerSource), CheckpointError> {
+    let source = resolve(model_dir, run_dir, user_path)?;
+    let mut tokenizer = match &source {
+        TokenizerSource::TokenizerJson(path) => {
+            Tokenizer::from_file(path).map_err(|e| CheckpointError::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        }
+        TokenizerSource::WordPieceVocab(vocab) => build_wordpiece(vocab)?,
+    };
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| CheckpointError::Tokenizer {
+            path: source.path().to_path_buf(),
+            message: e.to_string(),
+        })?;
+    tokenizer.with_padding(None);
+    Ok((tokenizer, source))
+}
+
+fn resolve(
+    model_dir: &Path,
+    run_dir: Option<&Path>,
+    user_path: Option<&Path>,
+) -> Result<TokenizerSource, CheckpointError> {
+    let folders: Vec<&Path> = std::iter::once(model_dir).chain(run_dir).collect();
+    for folder in &folders {
+        let json = folder.join("tokenizer.json");
+        if json.is_file() {
+            return Ok(TokenizerSource::TokenizerJson(json));
+        }
+    }
+    for folder in &folders {
+        let vocab = folder.join("vocab.txt");
+        if vocab.is_file() && folder.join("tokenizer_config.json").is_file() {
+            return Ok(TokenizerSource::WordPieceVocab(vocab));
+        }
+    }
+    if let Some(path) = user_path {
+        return if path.is_dir() {
+            resolve(path, None, None)
+        } else if path.file_name().is_some_and(|n| n == "vocab.txt") {
+            Ok(TokenizerSource::WordPieceVocab(path.to_path_buf()))
+        } else {
+            Ok(TokenizerSource::TokenizerJson(path.to_path_buf()))
+        };
+    }
+    let hint = if model_dir.join("vocab.txt").is_file() {
+        " (vocab.txt is there but tokenizer_config.json is missing)".to_string()
+    } else {
+        String::new()
+    };
+    Err(CheckpointError::NoTokenizer {
+        dir: model_dir.to_path_buf(),
+        hint,
+    })
+}
+
+fn build_wordpiece(vocab: &Path) -> Result<Tokenizer, CheckpointError> {
+    let config_path = vocab.with_file_name("tokenizer_config.json");
+    let config: BertTokenizerConfig = if config_path.is_file() {
+        read_json(&config_path)?
+    } else {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    };
+    let vocab_name = vocab.to_string_lossy();
+    let wordpiece = WordPiece::from_file(&vocab_name)
+        .unk_token(config.unk_token.clone())
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(|e| CheckpointError::Tokenizer {
+            path: vocab.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let special_id = |token: &str| {
+        wordpiece
+            .get_vocab()
+            .get(token)
+            .copied()
+            .ok_or_else(|| CheckpointError::Tokenizer {
+                path: vocab.to_path_buf(),
+                message: format!("special token {token} is not in the vocabulary"),
+            })
+    };
+    let cls = (config.cls_token.clone(), special_id(&config.cls_token)?);
+    let sep = (config.sep_token.clone(), special_id(&config.sep_token)?);
+    let mut tokenizer = Tokenizer::new(wordpiece);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(
+            true,
+            config.tokenize_chinese_chars,
+            config.strip_accents,
+            config.do_lower_case,
+        )))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(BertProcessing::new(sep, cls)));
+    Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    fn ids(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
+        tokenizer.encode(text, true).unwrap().get_ids().to_vec()
+    }
+
+    #[test]
+    fn vocab_txt_pipeline_matches_the_fast_tokenizer_on_the_probe_set() {
+        let (fast, fast_source) = load_tokenizer(
+            &fixtures().join("hf-tiny-run/checkpoint-480"),
+            None,
+            None,
+            64,
+        )
+        .unwrap();
+        assert!(matches!(fast_source, TokenizerSource::TokenizerJson(_)));
+        let (slow, slow_source) =
+            load_tokenizer(&fixtures().join("legacy-model"), None, None, 64).unwrap();
+        assert!(matches!(slow_source, TokenizerSource::WordPieceVocab(_)));
+        let probe = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/debian-sections/test.jsonl"),
+        )
+        .unwrap();
+        let mut compared = 0;
+        for line in probe.lines() {
+            let text = serde_json::from_str::<serde_json::Value>(line).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(ids(&fast, &text), ids(&slow, &text), "{text}");
+            compared += 1;
+        }
+        assert_eq!(compared, 405);
+    }
+
+    #[test]
+    fn truncates_to_max_len_with_special_tokens() {
+        let (tokenizer, _) =
+            load_tokenizer(&fixtures().join("legacy-model"), None, None, 5).unwrap();
+        let ids = ids(&tokenizer, "a long text about games and mail and the net");
+        assert_eq!(ids.len(), 5);
+        assert_eq!((ids[0], ids[4]), (2, 3), "[CLS] ... [SEP]");
+    }
+
+    #[test]
+    fn falls_back_to_the_run_directory_then_the_user_path() {
+        let empty = tempfile::tempdir().unwrap();
+        let run = fixtures().join("sharded-model");
+        let (_, source) = load_tokenizer(empty.path(), Some(&run), None, 8).unwrap();
+        assert_eq!(source.path(), run.join("tokenizer.json"));
+        let user = fixtures().join("legacy-model");
+        let (_, source) = load_tokenizer(empty.path(), None, Some(&user), 8).unwrap();
+        assert_eq!(source.path(), user.join("vocab.txt"));
+        let message = load_tokenizer(empty.path(), None, None, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("no tokenizer"), "{message}");
+    }
+}

@@ -1,0 +1,455 @@
+//! The one pipeline that `analyze` (and later `watch`) drive: validate the probe set,
+//! embed every complete checkpoint not yet stored on the embedding thread, store the
+//! results, and derive the report from what is stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use crate::checkpoint::{
+    discover, load_tokenizer, CheckpointDir, CheckpointError, Completeness, ModelConfig,
+    TrainerState, WeightFiles,
+};
+use crate::embed::{EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
+use crate::probe::{hex_digest, load_probe, LabelSet, LabelledFile, ProbeError};
+use crate::report::{
+    CheckpointSummary, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+};
+use crate::store::{class_counts, Manifest, StateDir, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub run_dir: PathBuf,
+    pub probe: PathBuf,
+    /// Defaults to `RUN_DIR/.dwell`.
+    pub state_dir: Option<PathBuf>,
+    pub max_len: usize,
+    /// The pretrained model the run started from, embedded as step 0.
+    pub base_model: Option<PathBuf>,
+    /// Used when neither the checkpoint nor the run directory has a tokenizer.
+    pub tokenizer: Option<PathBuf>,
+    pub batch_size: usize,
+}
+
+impl PipelineConfig {
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join(".dwell"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}: no complete checkpoint-<step> folder with a readable config.json (nothing to embed yet)")]
+    NoCheckpoint(PathBuf),
+    #[error(
+        "{path}: config.json has no id2label: dwell needs the class names of a sequence classifier"
+    )]
+    NoLabels { path: PathBuf },
+    #[error("the embedding thread stopped unexpectedly")]
+    WorkerGone,
+}
+
+/// What the caller is told as embedding goes on.
+pub enum Progress<'a> {
+    Planned { checkpoints: usize },
+    Embedded { step: u64, elapsed: Duration },
+    Skipped(&'a SkippedCheckpoint),
+}
+
+/// What one pass over the run directory did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassSummary {
+    pub embedded: Vec<u64>,
+    pub already_stored: usize,
+    pub skipped: usize,
+    pub incomplete: usize,
+    pub vanished: usize,
+}
+
+pub struct Pipeline {
+    config: PipelineConfig,
+    probe: LabelledFile,
+    texts: Vec<String>,
+    labels: LabelSet,
+    probe_labels: Vec<usize>,
+    model_type: String,
+    state: StateDir,
+    worker: EmbedWorker,
+    /// Tokenised probe sets by tokenizer content hash: the probe is tokenised once per tokenizer.
+    tokenized: HashMap<String, Arc<TokenizedProbe>>,
+    skipped: BTreeMap<u64, SkippedCheckpoint>,
+    latest_trainer_state: Option<TrainerState>,
+}
+
+impl Pipeline {
+    /// Validates the probe set against the model's labels before any model is loaded.
+    pub fn open(
+        config: PipelineConfig,
+        embedder: Box<dyn Embedder>,
+    ) -> Result<Self, PipelineError> {
+        let probe = load_probe(&config.probe)?;
+        let (labels, model_type) = labels_of_newest_checkpoint(&config.run_dir)?;
+        let probe_labels = labels.resolve(&probe)?;
+        let manifest = Manifest {
+            schema: Manifest::SCHEMA.into(),
+            probe_path: config.probe.display().to_string(),
+            probe_sha256: probe.sha256.clone(),
+            probe_examples: probe.examples.len(),
+            max_len: config.max_len,
+        };
+        let state = StateDir::open(&config.state_dir(), &manifest)?;
+        let texts = probe.examples.iter().map(|e| e.text.clone()).collect();
+        Ok(Self {
+            config,
+            probe,
+            texts,
+            labels,
+            probe_labels,
+            model_type,
+            state,
+            worker: EmbedWorker::spawn(embedder),
+            tokenized: HashMap::new(),
+            skipped: BTreeMap::new(),
+            latest_trainer_state: None,
+        })
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
+
+    pub fn probe_labels(&self) -> &[usize] {
+        &self.probe_labels
+    }
+
+    /// Embeds every complete checkpoint (and the base model) not yet stored.
+    pub fn embed_pending(
+        &mut self,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<PassSummary, PipelineError> {
+        let stored = self.state.stored_steps()?;
+        let mut summary = PassSummary::default();
+        let mut jobs = Vec::new();
+        if let Some(base) = self.config.base_model.clone() {
+            if stored.contains(&0) {
+                summary.already_stored += 1;
+            } else {
+                let base_dir = CheckpointDir {
+                    step: 0,
+                    path: base.clone(),
+                };
+                match self.prepare_job(&base_dir, None) {
+                    Ok(job) => jobs.push(job),
+                    Err(error) => self.skip(&base_dir, error, &mut summary, on_progress),
+                }
+            }
+        }
+        for checkpoint in discover(&self.config.run_dir)?.checkpoints {
+            if checkpoint.step == 0 && self.config.base_model.is_some() {
+                continue;
+            }
+            let completeness = match checkpoint.completeness() {
+                Ok(completeness) => completeness,
+                Err(error) => {
+                    self.skip(&checkpoint, error, &mut summary, on_progress);
+                    continue;
+                }
+            };
+            let weights = match completeness {
+                Completeness::Incomplete { reason } => {
+                    tracing::debug!(checkpoint = %checkpoint.path.display(), %reason, "not complete yet");
+                    summary.incomplete += 1;
+                    continue;
+                }
+                Completeness::Complete { weights, state } => {
+                    if self
+                        .latest_trainer_state
+                        .as_ref()
+                        .is_none_or(|latest| latest.global_step <= state.global_step)
+                    {
+                        self.latest_trainer_state = Some(state);
+                    }
+                    weights
+                }
+            };
+            if stored.contains(&checkpoint.step) {
+                summary.already_stored += 1;
+                continue;
+            }
+            match self.prepare_job(&checkpoint, Some(weights)) {
+                Ok(job) => jobs.push(job),
+                Err(error) => self.skip(&checkpoint, error, &mut summary, on_progress),
+            }
+        }
+        on_progress(Progress::Planned {
+            checkpoints: jobs.len(),
+        });
+        let submitted = jobs.len();
+        for job in jobs {
+            if !self.worker.submit(job) {
+                return Err(PipelineError::WorkerGone);
+            }
+        }
+        for _ in 0..submitted {
+            let outcome = self
+                .worker
+                .next_outcome(Duration::MAX)
+                .ok_or(PipelineError::WorkerGone)?;
+            let checkpoint = CheckpointDir {
+                step: outcome.step,
+                path: outcome.model.dir.clone(),
+            };
+            match outcome.result {
+                Ok(embeddings) => {
+                    let source = source_name(&checkpoint);
+                    self.state
+                        .write_embeddings(outcome.step, &embeddings, &source)?;
+                    self.skipped.remove(&outcome.step);
+                    summary.embedded.push(outcome.step);
+                    on_progress(Progress::Embedded {
+                        step: outcome.step,
+                        elapsed: outcome.elapsed,
+                    });
+                }
+                Err(crate::embed::EmbedError::Checkpoint(error)) => {
+                    self.skip(&checkpoint, error, &mut summary, on_progress)
+                }
+                Err(error) => {
+                    let file = outcome
+                        .model
+                        .weights
+                        .files()
+                        .first()
+                        .map(|p| p.to_path_buf())
+                        .unwrap_or_else(|| checkpoint.path.clone());
+                    self.record_skip(
+                        &checkpoint,
+                        file,
+                        error.to_string(),
+                        &mut summary,
+                        on_progress,
+                    );
+                }
+            }
+        }
+        summary.embedded.sort_unstable();
+        Ok(summary)
+    }
+
+    fn prepare_job(
+        &mut self,
+        checkpoint: &CheckpointDir,
+        weights: Option<WeightFiles>,
+    ) -> Result<EmbedJob, CheckpointError> {
+        let config_path = checkpoint.path.join("config.json");
+        let model_config = ModelConfig::load(&config_path)?;
+        let is_base_model = weights.is_none();
+        if !is_base_model {
+            let labels = model_config
+                .labels()
+                .map_err(|message| CheckpointError::Invalid {
+                    path: config_path.clone(),
+                    message,
+                })?;
+            if labels.as_ref() != Some(&self.labels) {
+                return Err(CheckpointError::Invalid {
+                    path: config_path,
+                    message: format!(
+                        "id2label differs from the run's labels ({})",
+                        self.labels.names.join(", ")
+                    ),
+                });
+            }
+        }
+        let weights = match weights {
+            Some(weights) => weights,
+            None => {
+                WeightFiles::find(&checkpoint.path)?.ok_or_else(|| CheckpointError::NoWeights {
+                    path: checkpoint.path.clone(),
+                })?
+            }
+        };
+        let probe = self.tokenize_for(&checkpoint.path)?;
+        Ok(EmbedJob {
+            step: checkpoint.step,
+            model: ModelSource {
+                dir: checkpoint.path.clone(),
+                config: model_config,
+                weights,
+            },
+            probe,
+        })
+    }
+
+    fn tokenize_for(&mut self, model_dir: &Path) -> Result<Arc<TokenizedProbe>, CheckpointError> {
+        let (tokenizer, source) = load_tokenizer(
+            model_dir,
+            Some(&self.config.run_dir),
+            self.config.tokenizer.as_deref(),
+            self.config.max_len,
+        )?;
+        let bytes =
+            std::fs::read(source.path()).map_err(|e| CheckpointError::io(source.path(), e))?;
+        let key = hex_digest(&bytes);
+        if let Some(tokenized) = self.tokenized.get(&key) {
+            return Ok(tokenized.clone());
+        }
+        let tokenized =
+            TokenizedProbe::new(&tokenizer, &self.texts, source.path()).map_err(|error| {
+                CheckpointError::Tokenizer {
+                    path: source.path().to_path_buf(),
+                    message: error.to_string(),
+                }
+            })?;
+        let tokenized = Arc::new(tokenized);
+        self.tokenized.insert(key, tokenized.clone());
+        Ok(tokenized)
+    }
+
+    fn skip(
+        &mut self,
+        checkpoint: &CheckpointDir,
+        error: CheckpointError,
+        summary: &mut PassSummary,
+        on_progress: &mut dyn FnMut(Progress),
+    ) {
+        if error.is_vanished() {
+            // The Trainer's rotation removed it: a gap in the trajectory, not a fault.
+            tracing::info!(checkpoint = %checkpoint.path.display(), "checkpoint vanished before it was embedded; leaving a gap");
+            summary.vanished += 1;
+            return;
+        }
+        let file = error.path().to_path_buf();
+        self.record_skip(checkpoint, file, error.to_string(), summary, on_progress);
+    }
+
+    fn record_skip(
+        &mut self,
+        checkpoint: &CheckpointDir,
+        file: PathBuf,
+        reason: String,
+        summary: &mut PassSummary,
+        on_progress: &mut dyn FnMut(Progress),
+    ) {
+        tracing::warn!(checkpoint = %checkpoint.path.display(), %reason, "skipping checkpoint");
+        let skipped = SkippedCheckpoint {
+            step: checkpoint.step,
+            checkpoint: checkpoint.path.clone(),
+            file,
+            reason,
+        };
+        on_progress(Progress::Skipped(&skipped));
+        self.skipped.insert(checkpoint.step, skipped);
+        summary.skipped += 1;
+    }
+
+    /// The report from everything stored: per-checkpoint F1 from the stored logits.
+    pub fn build_report(&self) -> Result<Report, PipelineError> {
+        let names = &self.labels.names;
+        let mut checkpoints = Vec::new();
+        for step in self.state.stored_steps()? {
+            let stored = self.state.read_embeddings(step)?;
+            let scores = stored.logits.as_ref().map(|logits| {
+                let predicted = predictions(logits, stored.num_labels);
+                let matrix = ConfusionMatrix::new(&self.probe_labels, &predicted, names.len());
+                let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
+                (
+                    matrix.scores(),
+                    correct as f64 / predicted.len().max(1) as f64,
+                )
+            });
+            let is_base = step == 0 && self.config.base_model.is_some();
+            checkpoints.push(CheckpointSummary {
+                step,
+                source: if is_base {
+                    "base model".into()
+                } else {
+                    format!("checkpoint-{step}")
+                },
+                macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
+                accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
+                per_class_f1: scores.as_ref().map(|(s, _)| {
+                    names
+                        .iter()
+                        .zip(s)
+                        .map(|(name, score)| (name.clone(), score.f1))
+                        .collect()
+                }),
+            });
+        }
+        let trainer_state = self.latest_trainer_state.as_ref();
+        Ok(Report {
+            schema: REPORT_SCHEMA,
+            generated_by: format!("dwell {}", env!("CARGO_PKG_VERSION")),
+            run: RunInfo {
+                directory: self.config.run_dir.clone(),
+                model_type: self.model_type.clone(),
+                labels: names.clone(),
+                latest_step: checkpoints.last().map(|c| c.step),
+                max_steps: trainer_state.and_then(|s| s.max_steps),
+                finished: trainer_state.is_some_and(TrainerState::is_finished),
+                base_model: self.config.base_model.clone(),
+            },
+            probe: ProbeInfo {
+                path: self.probe.path.clone(),
+                sha256: self.probe.sha256.clone(),
+                examples: self.probe.examples.len(),
+                per_class: class_counts(&self.probe_labels, names),
+                max_len: self.config.max_len,
+            },
+            checkpoints,
+            skipped: self.skipped.values().cloned().collect(),
+        })
+    }
+}
+
+fn source_name(checkpoint: &CheckpointDir) -> String {
+    checkpoint
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| checkpoint.name())
+}
+
+/// The run's labels come from the newest checkpoint whose `config.json` reads.
+fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, String), PipelineError> {
+    let discovery = discover(run_dir)?;
+    let mut last_error = None;
+    for checkpoint in discovery.checkpoints.iter().rev() {
+        let config_path = checkpoint.path.join("config.json");
+        match ModelConfig::load(&config_path) {
+            Ok(config) => {
+                let labels = config
+                    .labels()
+                    .map_err(|message| CheckpointError::Invalid {
+                        path: config_path.clone(),
+                        message,
+                    })?
+                    .ok_or(PipelineError::NoLabels { path: config_path })?;
+                return Ok((labels, config.model_type));
+            }
+            Err(error) if error.is_vanished() => continue,
+            // An unsupported architecture is the run's problem, not one checkpoint's.
+            Err(error @ CheckpointError::Invalid { .. }) => return Err(error.into()),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    match last_error {
+        Some(error) => Err(error.into()),
+        None => Err(PipelineError::NoCheckpoint(run_dir.to_path_buf())),
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: fixture copies and the PyTorch reference.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn probe_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/debian-sections/test.jsonl")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the tiny run with only the given checkpoints.
+pub fn tiny_run_with(steps: &[u64], into: &Path) -> PathBuf {
+    let run = into.join("run");
+    for step in steps {
+        copy_dir(
+            &fixtures().join(format!("hf-tiny-run/checkpoint-{step}")),
+            &run.join(format!("checkpoint-{step}")),
+        );
+    }
+    run
+}
+
+/// `step-<step>.cls` and `.logits` as computed by PyTorch, as flat f32 vectors.
+pub fn reference() -> HashMap<String, (Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(fixtures().join("hf-tiny-run-reference.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (values, view.shape().to_vec()))
+        })
+        .collect()
+}
+
+pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "different sizes");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn dwell() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dwell"));
+    command.env("DWELL_LOG", "warn");
+    command
+}

@@ -1,0 +1,115 @@
+//! Embeddings and logits equal PyTorch's on every fixture checkpoint and weight layout.
+
+mod common;
+
+use common::*;
+use dwell::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use dwell::embed::CandleEmbedder;
+use dwell::pipeline::{Pipeline, PipelineConfig};
+use dwell::store::StateDir;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline {
+    let config = PipelineConfig {
+        run_dir: run_dir.to_path_buf(),
+        probe: probe_path(),
+        state_dir: Some(state.to_path_buf()),
+        max_len: 64,
+        base_model: None,
+        tokenizer: None,
+        batch_size: 32,
+    };
+    let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
+    pipeline.embed_pending(&mut |_| {}).unwrap();
+    pipeline
+}
+
+fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, reference_step: u64) {
+    let reference = reference();
+    let stored = state.read_embeddings(step).unwrap();
+    let (cls, cls_shape) = &reference[&format!("step-{reference_step}.cls")];
+    let (logits, logits_shape) = &reference[&format!("step-{reference_step}.logits")];
+    assert_eq!(cls_shape, &vec![405, 64]);
+    assert_eq!(stored.hidden, 64);
+    let cls_error = max_abs_difference(&stored.cls, cls);
+    let logits_error = max_abs_difference(stored.logits.as_ref().unwrap(), logits);
+    assert!(
+        cls_error <= TOLERANCE,
+        "step {step}: cls differs by {cls_error}"
+    );
+    assert!(
+        logits_error <= TOLERANCE,
+        "step {step}: logits differ by {logits_error}"
+    );
+
+    let classes = logits_shape[1];
+    let truth = pipeline.probe_labels();
+    let f1 = |logits: &[f32]| {
+        let matrix = ConfusionMatrix::new(truth, &predictions(logits, classes), classes);
+        let scores = matrix.scores();
+        (
+            scores.iter().map(|s| s.f1).collect::<Vec<_>>(),
+            macro_f1(&scores),
+        )
+    };
+    assert_eq!(
+        f1(stored.logits.as_ref().unwrap()),
+        f1(logits),
+        "step {step}: F1"
+    );
+}
+
+#[test]
+fn every_tiny_run_checkpoint_matches_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps: Vec<u64> = (1..=12).map(|i| i * 40).collect();
+    let run = tiny_run_with(&steps, dir.path());
+    let pipeline = run_pipeline(&run, &dir.path().join("state"));
+    let state = pipeline.state().clone();
+    assert_eq!(
+        state
+            .stored_steps()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        steps
+    );
+    for step in steps {
+        assert_matches_reference(&state, &pipeline, step, step);
+    }
+    // The report's F1 is the Trainer's own evaluation on the same texts.
+    let report = pipeline.build_report().unwrap();
+    let last = report.checkpoints.last().unwrap();
+    let trainer_macro = 0.41820778854160123;
+    assert!((last.macro_f1.unwrap() - trainer_macro).abs() < 1e-9);
+}
+
+/// A run directory whose one checkpoint holds `model_dir`'s files.
+fn run_of_model(model_dir: &str, into: &std::path::Path) -> std::path::PathBuf {
+    let run = into.join("run");
+    let checkpoint = run.join("checkpoint-480");
+    copy_dir(&fixtures().join(model_dir), &checkpoint);
+    std::fs::copy(
+        fixtures().join("hf-tiny-run/checkpoint-480/trainer_state.json"),
+        checkpoint.join("trainer_state.json"),
+    )
+    .unwrap();
+    run
+}
+
+#[test]
+fn legacy_pickle_weights_with_vocab_txt_match_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_of_model("legacy-model", dir.path());
+    let pipeline = run_pipeline(&run, &dir.path().join("state"));
+    assert_matches_reference(&pipeline.state().clone(), &pipeline, 480, 480);
+}
+
+#[test]
+fn sharded_safetensors_match_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_of_model("sharded-model", dir.path());
+    let pipeline = run_pipeline(&run, &dir.path().join("state"));
+    assert_matches_reference(&pipeline.state().clone(), &pipeline, 480, 480);
+}
