@@ -34,6 +34,7 @@ fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, re
     assert_eq!(stored.hidden, 64);
     let cls_error = max_abs_difference(&stored.cls, cls);
     let logits_error = max_abs_difference(stored.logits.as_ref().unwrap(), logits);
+    eprintln!("step {step}: max |cls - torch| = {cls_error:.2e}, max |logits - torch| = {logits_error:.2e}");
     assert!(
         cls_error <= TOLERANCE,
         "step {step}: cls differs by {cls_error}"
