@@ -1,3 +1,7 @@
 //! Pure math over stored embeddings and predictions: no I/O.
 
 pub mod classification;
+pub mod detectors;
+pub mod params;
+pub mod pca;
+pub mod trajectory;
