@@ -4,4 +4,5 @@ pub mod classification;
 pub mod detectors;
 pub mod params;
 pub mod pca;
+pub mod sweep;
 pub mod trajectory;
