@@ -32,9 +32,10 @@ min_run = 4
 [analysis.straightness]
 # k
 window = 5
-# ε. An undirected random walk of k steps has S ≈ 1/√k (≈ 0.45 for k = 5);
-# 0.2 asks for clearly back-and-forth motion, not mere noise.
-epsilon = 0.2
+# ε. In many dimensions, jitter around a fixed point gives S ≈ 1/k (0.2 for
+# k = 5), a random walk S ≈ 1/√k (0.45), directed motion S → 1; 0.3 ≈ k^(-3/4)
+# separates dwelling from drifting noise.
+epsilon = 0.3
 
 # Relative detector (β, T, W): interval t is slow when w_t < β·r, r being the
 # median of the example's own first W speeds.
@@ -120,7 +121,7 @@ impl Default for StraightnessParams {
     fn default() -> Self {
         Self {
             window: 5,
-            epsilon: 0.2,
+            epsilon: 0.3,
         }
     }
 }
