@@ -1,3 +1,8 @@
 //! Pure math over stored embeddings and predictions: no I/O.
 
 pub mod classification;
+pub mod detectors;
+pub mod params;
+pub mod pca;
+pub mod sweep;
+pub mod trajectory;
