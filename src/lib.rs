@@ -7,6 +7,7 @@
 pub mod advise;
 pub mod analyze;
 pub mod checkpoint;
+pub mod config;
 pub mod embed;
 pub mod pipeline;
 pub mod probe;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use crate::analyze::params::AnalysisParams;
+use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
     discover, load_tokenizer, CheckpointDir, CheckpointError, Completeness, ModelConfig,
     TrainerState, WeightFiles,
@@ -15,7 +17,8 @@ use crate::checkpoint::{
 use crate::embed::{EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
 use crate::probe::{hex_digest, load_probe, LabelSet, LabelledFile, ProbeError};
 use crate::report::{
-    CheckpointSummary, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+    AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report, RunInfo,
+    SkippedCheckpoint, REPORT_SCHEMA,
 };
 use crate::store::{class_counts, Manifest, StateDir, StoreError};
 
@@ -31,6 +34,7 @@ pub struct PipelineConfig {
     /// Used when neither the checkpoint nor the run directory has a tokenizer.
     pub tokenizer: Option<PathBuf>,
     pub batch_size: usize,
+    pub analysis: AnalysisParams,
 }
 
 impl PipelineConfig {
@@ -57,6 +61,8 @@ pub enum PipelineError {
     NoLabels { path: PathBuf },
     #[error("the embedding thread stopped unexpectedly")]
     WorkerGone,
+    #[error("trajectory analysis: {0}")]
+    Analysis(#[from] AnalysisError<StoreError>),
 }
 
 /// What the caller is told as embedding goes on.
@@ -106,6 +112,8 @@ impl Pipeline {
             probe_sha256: probe.sha256.clone(),
             probe_examples: probe.examples.len(),
             max_len: config.max_len,
+            labels: labels.names.clone(),
+            example_classes: probe_labels.clone(),
         };
         let state = StateDir::open(&config.state_dir(), &manifest)?;
         let texts = probe.examples.iter().map(|e| e.text.clone()).collect();
@@ -391,6 +399,57 @@ impl Pipeline {
                 }),
             });
         }
+        let steps: Vec<u64> = checkpoints.iter().map(|c| c.step).collect();
+        let analysis = if steps.is_empty() {
+            None
+        } else {
+            Some(analyze_state(
+                &self.state,
+                &steps,
+                &self.probe_labels,
+                names.len(),
+                &self.config.analysis,
+            )?)
+        };
+        let latest_f1 = checkpoints.iter().rev().find_map(|c| c.per_class_f1.as_ref());
+        let counts = class_counts(&self.probe_labels, names);
+        let classes = analysis
+            .as_ref()
+            .map(|analysis| {
+                analysis
+                    .classes
+                    .iter()
+                    .map(|class| {
+                        let label = names[class.class].clone();
+                        ClassReport {
+                            probe_count: counts[&label],
+                            f1: latest_f1.and_then(|f1| f1.get(&label).copied()),
+                            speed: class.speed.clone(),
+                            straightness: class.straightness.clone(),
+                            dwell: class.dwell,
+                            label,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let examples = analysis
+            .as_ref()
+            .map(|analysis| {
+                analysis
+                    .examples
+                    .iter()
+                    .zip(&self.probe.examples)
+                    .enumerate()
+                    .map(|(index, (onsets, example))| ExampleReport {
+                        index,
+                        id: example.id.clone(),
+                        label: names[onsets.class].clone(),
+                        onset_step: onsets.onset_step,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let trainer_state = self.latest_trainer_state.as_ref();
         Ok(Report {
             schema: REPORT_SCHEMA,
@@ -408,11 +467,20 @@ impl Pipeline {
                 path: self.probe.path.clone(),
                 sha256: self.probe.sha256.clone(),
                 examples: self.probe.examples.len(),
-                per_class: class_counts(&self.probe_labels, names),
+                per_class: counts,
                 max_len: self.config.max_len,
             },
             checkpoints,
             skipped: self.skipped.values().cloned().collect(),
+            analysis: analysis.as_ref().map(|analysis| AnalysisInfo {
+                space: analysis.space,
+                reference_interval: analysis.reference_interval,
+                distance: analysis.rules.distance,
+                straightness: analysis.rules.straightness,
+                relative: analysis.rules.relative,
+            }),
+            classes,
+            examples,
         })
     }
 }
@@ -452,4 +520,45 @@ fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, String), Pip
         Some(error) => Err(error.into()),
         None => Err(PipelineError::NoCheckpoint(run_dir.to_path_buf())),
     }
+}
+
+/// Reads stored `[CLS]` positions one checkpoint at a time, as the analysis asks for them.
+struct StoredPositions<'a> {
+    state: &'a StateDir,
+    steps: &'a [u64],
+    dim: usize,
+}
+
+impl PositionSource for StoredPositions<'_> {
+    type Error = StoreError;
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn positions(&mut self, checkpoint: usize) -> Result<Vec<f32>, StoreError> {
+        Ok(self.state.read_embeddings(self.steps[checkpoint])?.cls)
+    }
+}
+
+/// Trajectory analytics over the stored checkpoints `steps`, streamed from disk.
+pub fn analyze_state(
+    state: &StateDir,
+    steps: &[u64],
+    example_classes: &[usize],
+    num_classes: usize,
+    params: &AnalysisParams,
+) -> Result<TrajectoryAnalysis, PipelineError> {
+    let Some(&first) = steps.first() else {
+        return Err(PipelineError::NoCheckpoint(state.root().to_path_buf()));
+    };
+    let dim = state.read_embeddings(first)?.hidden;
+    let mut source = StoredPositions { state, steps, dim };
+    Ok(analyze(
+        &mut source,
+        steps,
+        example_classes,
+        num_classes,
+        params,
+    )?)
 }

@@ -19,6 +19,7 @@ fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline 
         base_model: None,
         tokenizer: None,
         batch_size: 32,
+        analysis: Default::default(),
     };
     let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
     pipeline.embed_pending(&mut |_| {}).unwrap();

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::analyze::detectors::DistanceRule;
+use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
+use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
 use crate::store::{StateDir, StoreError};
 
 pub const REPORT_SCHEMA: &str = "dwell.report/1";
@@ -19,6 +22,44 @@ pub struct Report {
     pub checkpoints: Vec<CheckpointSummary>,
     /// Checkpoints that could not be embedded, with the file and the reason.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// The trajectory analysis settings actually used; `null` before any checkpoint.
+    pub analysis: Option<AnalysisInfo>,
+    /// Per class, in class-id order.
+    pub classes: Vec<ClassReport>,
+    /// Per probe example, in probe-file order: its dwell onset under each detector.
+    pub examples: Vec<ExampleReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalysisInfo {
+    pub space: Space,
+    /// Δ, the steps that speeds are normalised to.
+    pub reference_interval: Option<u64>,
+    pub distance: DistanceRule,
+    pub straightness: StraightnessParams,
+    pub relative: RelativeParams,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassReport {
+    pub label: String,
+    pub probe_count: usize,
+    /// F1 at the latest checkpoint with logits.
+    pub f1: Option<f64>,
+    /// Class mean speed per interval, at the interval's closing step.
+    pub speed: Vec<StepValue>,
+    /// Class mean straightness per checkpoint; `null` in the undefined tail.
+    pub straightness: Vec<StepValue>,
+    /// Per detector: its parameters, the class dwell onset step and the dwell fraction.
+    pub dwell: ClassDwell,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleReport {
+    pub index: usize,
+    pub id: Option<String>,
+    pub label: String,
+    pub onset_step: Onsets,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -54,6 +54,10 @@ pub struct Manifest {
     pub probe_sha256: String,
     pub probe_examples: usize,
     pub max_len: usize,
+    /// The model's class names in id order, and each probe example's class: enough
+    /// for commands such as `sweep` to analyse without the probe file at hand.
+    pub labels: Vec<String>,
+    pub example_classes: Vec<usize>,
 }
 
 impl Manifest {
@@ -315,6 +319,8 @@ mod tests {
             probe_sha256: sha.into(),
             probe_examples: 2,
             max_len: 64,
+            labels: vec!["a".into(), "b".into()],
+            example_classes: vec![0, 1],
         }
     }
 
