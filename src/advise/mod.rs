@@ -11,3 +11,13 @@ mod template;
 
 pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};
 pub use template::TemplateError;
+
+mod advice;
+mod diff;
+mod matrix;
+
+pub use advice::{
+    Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
+};
+pub use diff::{diff, AdviceDiff, ChangedRecommendation};
+pub use matrix::{advise, ClassEvidenceInput, DwellInput, RunInput};

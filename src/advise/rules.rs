@@ -120,12 +120,24 @@ impl Rules {
     pub fn from_toml_str(text: &str, source_name: &str) -> Result<Rules, RulesError> {
         let file: RulesFile = toml::from_str(text).map_err(|error| {
             let span = error.span().unwrap_or(0..0);
+            let (line, column) = line_col(text, span.start);
+            let message = error.message().trim_end().to_owned();
+            // A missing key's span is its table, so the key itself is only
+            // in the message.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let key = match (key_at(text, span.start), missing) {
+                (Some(table), Some(field)) => Some(format!("{table}.{field}")),
+                (None, Some(field)) => Some(field.to_owned()),
+                (found, None) => found,
+            };
             RulesError {
                 source_name: source_name.to_owned(),
-                line: line_col(text, span.start).0,
-                column: line_col(text, span.start).1,
-                key: key_at(text, span.start),
-                message: error.message().trim_end().to_owned(),
+                line,
+                column,
+                key,
+                message,
             }
         })?;
         let check = Checker { text, source_name };
@@ -453,6 +465,8 @@ mod tests {
             error.message.contains("missing field `peer_factor`"),
             "{error}"
         );
+        assert_eq!(error.key.as_deref(), Some("dwell.peer_factor"));
+        assert_eq!(error.line, line_of(&text, "[dwell]"));
     }
 
     #[test]
