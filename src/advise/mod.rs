@@ -10,7 +10,6 @@ mod rules;
 mod template;
 
 pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};
-pub use template::TemplateError;
 
 mod advice;
 mod diff;
