@@ -42,6 +42,10 @@ pub struct RunInput {
     pub max_steps: Option<u64>,
 }
 
+/// Assesses every class (quadrant, action, message, evidence) and ranks the
+/// ones that need data. Never fails: missing or odd inputs make a class
+/// `undetermined` rather than an error, because advice is re-run at every
+/// checkpoint and must not stop the daemon.
 pub fn advise(rules: &Rules, run: &RunInput, classes: &[ClassEvidenceInput]) -> Advice {
     let latest_step = run.steps.iter().max().copied();
     let max_steps = run.max_steps.filter(|&m| m > 0);

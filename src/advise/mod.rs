@@ -6,17 +6,15 @@
 //! The thresholds and wording come from `Rules` (`rules/default.toml`); the
 //! logic is documented in `docs/ADVICE.md`.
 
-mod rules;
-mod template;
-
-pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};
-
 mod advice;
 mod diff;
 mod matrix;
+mod rules;
+mod template;
 
 pub use advice::{
     Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
 };
 pub use diff::{diff, AdviceDiff, ChangedRecommendation};
 pub use matrix::{advise, ClassEvidenceInput, DwellInput, RunInput};
+pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};

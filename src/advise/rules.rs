@@ -9,7 +9,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::template::{Template, TemplateError};
+use super::template::Template;
 
 const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
 const DEFAULT_RULES_NAME: &str = "rules/default.toml (built in)";
@@ -293,7 +293,7 @@ impl Checker<'_> {
 
     fn template(&self, value: &Spanned<String>, key: &str) -> Result<Template, RulesError> {
         Template::parse(value.get_ref())
-            .map_err(|error: TemplateError| self.refuse(value.span(), key, error.to_string()))
+            .map_err(|error| self.refuse(value.span(), key, error.to_string()))
     }
 }
 

@@ -55,7 +55,7 @@ impl Placeholder {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
+pub(super) enum TemplateError {
     #[error("unknown placeholder `{{{name}}}` (known: {known})")]
     UnknownPlaceholder { name: String, known: String },
     #[error("`{{` without a closing `}}`")]
