@@ -68,14 +68,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_line() {
-        let message = DwellConfig::from_toml_str("[analysis]\nspace = \"full\"\nspeed = 3\n", "dwell.toml")
-            .unwrap_err()
-            .to_string();
+        let message =
+            DwellConfig::from_toml_str("[analysis]\nspace = \"full\"\nspeed = 3\n", "dwell.toml")
+                .unwrap_err()
+                .to_string();
         assert!(message.starts_with("dwell.toml: line 3"), "{message}");
         assert!(message.contains("speed"), "{message}");
-        let message = DwellConfig::from_toml_str("[analysis.straightness]\nwindow = \"five\"\n", "dwell.toml")
-            .unwrap_err()
-            .to_string();
+        let message = DwellConfig::from_toml_str(
+            "[analysis.straightness]\nwindow = \"five\"\n",
+            "dwell.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(message.contains("line 2"), "{message}");
     }
 }

@@ -5,9 +5,18 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use std::path::Path;
+
+use dwell::advise::{Detector, Rules};
+use dwell::analyze::detectors::DetectorKind;
+use dwell::analyze::params::Space;
+use dwell::analyze::sweep::SweepRow;
+use dwell::config::DwellConfig;
 use dwell::embed::CandleEmbedder;
+use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
 use dwell::report::{write_json, Report};
+use dwell::store::StateDir;
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
 /// tells you which classes need data, which need redefining, and which are fine.
@@ -22,6 +31,52 @@ struct Cli {
 enum Command {
     /// Embed every complete checkpoint of a Trainer output_dir once, then write report.json.
     Analyze(AnalyzeArgs),
+    /// Count trajectories with a stay point for a list of thresholds (the paper's Tables 1 and 2).
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The state directory of an earlier `dwell analyze` (nothing is re-embedded).
+    #[arg(long, env = "DWELL_STATE")]
+    state: PathBuf,
+    /// Which dwell detector to sweep.
+    #[arg(long, value_enum)]
+    detector: SweepDetector,
+    /// Comma-separated thresholds: D for distance, ε for straightness, β for relative.
+    #[arg(long, value_delimiter = ',', required = true)]
+    thresholds: Vec<f64>,
+    /// T: consecutive slow intervals that make a stay (distance, relative).
+    #[arg(long = "T")]
+    min_run: Option<usize>,
+    /// k: the straightness window in checkpoints.
+    #[arg(long = "k")]
+    window: Option<usize>,
+    /// W: early intervals whose median speed is the example's own reference (relative).
+    #[arg(long = "W")]
+    early_window: Option<usize>,
+    /// The space trajectories are measured in.
+    #[arg(long, value_enum)]
+    space: Option<SweepSpace>,
+    /// A dwell.toml whose [analysis] section gives the other parameters.
+    #[arg(long, env = "DWELL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON: {"rows": [{threshold, trajectories, share, per_class}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SweepDetector {
+    Distance,
+    Straightness,
+    Relative,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SweepSpace {
+    Full,
+    Pca2,
 }
 
 #[derive(Args)]
@@ -46,6 +101,15 @@ struct AnalyzeArgs {
     /// Probe examples per forward pass.
     #[arg(long, env = "DWELL_BATCH_SIZE", default_value_t = 32)]
     batch_size: usize,
+    /// The training set (JSONL, CSV or TSV; only labels are read) for per-class training counts.
+    #[arg(long, env = "DWELL_TRAIN")]
+    train: Option<PathBuf>,
+    /// Advice rules replacing the built-in rules/default.toml.
+    #[arg(long, env = "DWELL_RULES")]
+    rules: Option<PathBuf>,
+    /// A dwell.toml with an [analysis] section (detector parameters, space).
+    #[arg(long, env = "DWELL_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,7 +135,128 @@ fn init_tracing() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(args) => analyze(args),
+        Command::Sweep(args) => sweep(args),
     }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<DwellConfig> {
+    let Some(path) = path else {
+        return Ok(DwellConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(DwellConfig::from_toml_str(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
+    let Some(path) = path else {
+        return Ok(Rules::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Rules::from_toml_str(&text, &path.display().to_string())?)
+}
+
+fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    let mut params = load_config(args.config.as_deref())?.analysis;
+    if let Some(space) = args.space {
+        params.space = match space {
+            SweepSpace::Full => Space::Full,
+            SweepSpace::Pca2 => Space::Pca2,
+        };
+    }
+    if let Some(min_run) = args.min_run {
+        params.distance.min_run = min_run;
+        params.relative.min_run = min_run;
+    }
+    if let Some(window) = args.window {
+        params.straightness.window = window;
+    }
+    if let Some(early_window) = args.early_window {
+        params.relative.early_window = early_window;
+    }
+    let (state, manifest) = StateDir::open_existing(&args.state)?;
+    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
+    let analysis = analyze_state(
+        &state,
+        &steps,
+        &manifest.example_classes,
+        manifest.labels.len(),
+        &params,
+    )?;
+    let detector = match args.detector {
+        SweepDetector::Distance => DetectorKind::Distance,
+        SweepDetector::Straightness => DetectorKind::Straightness,
+        SweepDetector::Relative => DetectorKind::Relative,
+    };
+    let rows = dwell::analyze::sweep::sweep(&analysis, detector, &args.thresholds)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::json!({ "rows": rows });
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?).or_else(ignore_broken_pipe)?;
+        return Ok(());
+    }
+    print_sweep(&mut out, &rows, &manifest.labels, steps.len(), detector)
+        .or_else(ignore_broken_pipe)?;
+    Ok(())
+}
+
+fn print_sweep(
+    out: &mut impl Write,
+    rows: &[SweepRow],
+    labels: &[String],
+    checkpoints: usize,
+    detector: DetectorKind,
+) -> std::io::Result<()> {
+    let symbol = match detector {
+        DetectorKind::Distance => "D",
+        DetectorKind::Straightness => "eps",
+        DetectorKind::Relative => "beta",
+    };
+    let total = rows
+        .first()
+        .map_or(0, |r| r.per_class.iter().map(|c| c.examples).sum());
+    writeln!(out, "{total} trajectories over {checkpoints} checkpoints")?;
+    writeln!(out, "{symbol:>9} {:>12} {:>7}", "with stay", "share")?;
+    for row in rows {
+        writeln!(
+            out,
+            "{:>9} {:>12} {:>7}",
+            row.threshold,
+            row.trajectories,
+            percent(row.share)
+        )?;
+    }
+    writeln!(out)?;
+    let width = labels
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 10);
+    let mut header = format!("{symbol:>9}");
+    for label in labels {
+        header.push_str(&format!(" {:>width$}", truncate(label, width)));
+    }
+    writeln!(
+        out,
+        "{header}   (share of each class's trajectories with a stay point)"
+    )?;
+    for row in rows {
+        let mut line = format!("{:>9}", row.threshold);
+        for class in &row.per_class {
+            line.push_str(&format!(" {:>width$}", percent(class.share)));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn percent(share: Option<f64>) -> String {
+    share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0))
 }
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
@@ -83,6 +268,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         base_model: args.base_model,
         tokenizer: args.tokenizer,
         batch_size: args.batch_size,
+        analysis: load_config(args.config.as_deref())?.analysis,
+        rules: load_rules(args.rules.as_deref())?,
+        train: args.train,
     };
     let embedder = CandleEmbedder::new(config.batch_size).context("starting the model runtime")?;
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
@@ -115,6 +303,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     );
     let mut out = std::io::stdout().lock();
     print_f1_table(&mut out, &report)
+        .and_then(|()| print_advice(&mut out, &report))
         .and_then(|()| writeln!(out, "report: {}", path.display()))
         .or_else(ignore_broken_pipe)?;
     Ok(())
@@ -172,6 +361,73 @@ fn print_f1_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> 
         )?;
     }
     Ok(())
+}
+
+fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    let Some(advice) = &report.advice else {
+        return Ok(());
+    };
+    writeln!(out)?;
+    if !advice.evidence_sufficient {
+        writeln!(
+            out,
+            "advice: not enough evidence yet (see rules [evidence]); every class waits"
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<10} {:<12} {:<15} {:>8} {:>6} {:>8} {:>9}  most confused with",
+        "class", "quadrant", "action", "priority", "F1", "onset", "dwelling"
+    )?;
+    let onset_of = |class: &dwell::report::ClassReport| {
+        let dwell = &class.dwell;
+        match advice.detector {
+            Detector::Distance => (dwell.distance.onset_step, dwell.distance.dwell_fraction),
+            Detector::Straightness => (
+                dwell.straightness.onset_step,
+                dwell.straightness.dwell_fraction,
+            ),
+            Detector::Relative => (dwell.relative.onset_step, dwell.relative.dwell_fraction),
+        }
+    };
+    for class in &report.classes {
+        let recommendation = report
+            .recommendations
+            .iter()
+            .find(|r| r.class == class.label);
+        let (onset, fraction) = onset_of(class);
+        let confused = recommendation
+            .and_then(|r| r.evidence.most_confused_with.as_ref())
+            .map_or(String::new(), |c| {
+                format!("{} ({:.0}%)", c.label, c.share * 100.0)
+            });
+        writeln!(
+            out,
+            "{:<10} {:<12} {:<15} {:>8} {:>6} {:>8} {:>9}  {}",
+            truncate(&class.label, 10),
+            snake(&class.quadrant),
+            snake(&class.action),
+            recommendation
+                .and_then(|r| r.priority)
+                .map_or("-".into(), |p| p.to_string()),
+            class.f1.map_or("-".into(), |f| format!("{f:.2}")),
+            onset.map_or("none yet".into(), |s| s.to_string()),
+            percent(fraction),
+            confused
+        )?;
+    }
+    for recommendation in &report.recommendations {
+        writeln!(out, "- {}", recommendation.message)?;
+    }
+    Ok(())
+}
+
+/// The serde name of an enum value, as the report writes it.
+fn snake(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn truncate(label: &str, width: usize) -> String {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::advise::{advise, Advice, ClassEvidenceInput, DwellInput, Rules, RunInput};
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
@@ -15,10 +16,12 @@ use crate::checkpoint::{
     TrainerState, WeightFiles,
 };
 use crate::embed::{EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
-use crate::probe::{hex_digest, load_probe, LabelSet, LabelledFile, ProbeError};
+use crate::probe::{
+    hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError,
+};
 use crate::report::{
-    AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report, RunInfo,
-    SkippedCheckpoint, REPORT_SCHEMA,
+    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report,
+    RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
 };
 use crate::store::{class_counts, Manifest, StateDir, StoreError};
 
@@ -35,6 +38,10 @@ pub struct PipelineConfig {
     pub tokenizer: Option<PathBuf>,
     pub batch_size: usize,
     pub analysis: AnalysisParams,
+    pub rules: Rules,
+    /// The training set (same formats as the probe set; only labels are read), for
+    /// per-class training counts in the advice.
+    pub train: Option<PathBuf>,
 }
 
 impl PipelineConfig {
@@ -95,6 +102,7 @@ pub struct Pipeline {
     tokenized: HashMap<String, Arc<TokenizedProbe>>,
     skipped: BTreeMap<u64, SkippedCheckpoint>,
     latest_trainer_state: Option<TrainerState>,
+    train_counts: Option<BTreeMap<String, usize>>,
 }
 
 impl Pipeline {
@@ -106,6 +114,13 @@ impl Pipeline {
         let probe = load_probe(&config.probe)?;
         let (labels, model_type) = labels_of_newest_checkpoint(&config.run_dir)?;
         let probe_labels = labels.resolve(&probe)?;
+        let train_counts = match &config.train {
+            Some(path) => {
+                let train = load_training_labels(path)?;
+                Some(class_counts(&labels.resolve(&train)?, &labels.names))
+            }
+            None => None,
+        };
         let manifest = Manifest {
             schema: Manifest::SCHEMA.into(),
             probe_path: config.probe.display().to_string(),
@@ -129,6 +144,7 @@ impl Pipeline {
             tokenized: HashMap::new(),
             skipped: BTreeMap::new(),
             latest_trainer_state: None,
+            train_counts,
         })
     }
 
@@ -369,17 +385,18 @@ impl Pipeline {
     pub fn build_report(&self) -> Result<Report, PipelineError> {
         let names = &self.labels.names;
         let mut checkpoints = Vec::new();
+        let mut latest_confusion = None;
         for step in self.state.stored_steps()? {
             let stored = self.state.read_embeddings(step)?;
-            let scores = stored.logits.as_ref().map(|logits| {
+            let mut scores = None;
+            if let Some(logits) = &stored.logits {
                 let predicted = predictions(logits, stored.num_labels);
                 let matrix = ConfusionMatrix::new(&self.probe_labels, &predicted, names.len());
                 let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
-                (
-                    matrix.scores(),
-                    correct as f64 / predicted.len().max(1) as f64,
-                )
-            });
+                let accuracy = correct as f64 / predicted.len().max(1) as f64;
+                scores = Some((matrix.scores(), accuracy));
+                latest_confusion = Some(matrix);
+            }
             let is_base = step == 0 && self.config.base_model.is_some();
             checkpoints.push(CheckpointSummary {
                 step,
@@ -411,19 +428,35 @@ impl Pipeline {
                 &self.config.analysis,
             )?)
         };
-        let latest_f1 = checkpoints.iter().rev().find_map(|c| c.per_class_f1.as_ref());
+        let latest_f1 = checkpoints
+            .iter()
+            .rev()
+            .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
+        let trainer_state = self.latest_trainer_state.as_ref();
+        let advice = analysis.as_ref().map(|analysis| {
+            self.advise(
+                analysis,
+                &checkpoints,
+                latest_confusion.as_ref(),
+                trainer_state.and_then(|s| s.max_steps),
+            )
+        });
         let classes = analysis
             .as_ref()
-            .map(|analysis| {
+            .zip(advice.as_ref())
+            .map(|(analysis, advice)| {
                 analysis
                     .classes
                     .iter()
-                    .map(|class| {
+                    .zip(&advice.classes)
+                    .map(|(class, assessment)| {
                         let label = names[class.class].clone();
                         ClassReport {
                             probe_count: counts[&label],
                             f1: latest_f1.and_then(|f1| f1.get(&label).copied()),
+                            quadrant: assessment.quadrant,
+                            action: assessment.action,
                             speed: class.speed.clone(),
                             straightness: class.straightness.clone(),
                             dwell: class.dwell,
@@ -450,7 +483,6 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
-        let trainer_state = self.latest_trainer_state.as_ref();
         Ok(Report {
             schema: REPORT_SCHEMA,
             generated_by: format!("dwell {}", env!("CARGO_PKG_VERSION")),
@@ -480,8 +512,83 @@ impl Pipeline {
                 relative: analysis.rules.relative,
             }),
             classes,
+            recommendations: advice
+                .as_ref()
+                .map(|advice| advice.recommendations.clone())
+                .unwrap_or_default(),
+            advice: advice.map(|advice| AdviceInfo {
+                detector: advice.detector,
+                evidence_sufficient: advice.evidence_sufficient,
+                early_cutoff: advice.early_cutoff,
+            }),
             examples,
         })
+    }
+
+    /// The strategy matrix over the stored evidence (SPEC §5).
+    fn advise(
+        &self,
+        analysis: &TrajectoryAnalysis,
+        checkpoints: &[CheckpointSummary],
+        latest_confusion: Option<&ConfusionMatrix>,
+        max_steps: Option<u64>,
+    ) -> Advice {
+        let names = &self.labels.names;
+        let scored: Vec<&CheckpointSummary> = checkpoints
+            .iter()
+            .filter(|c| c.per_class_f1.is_some())
+            .collect();
+        let counts = class_counts(&self.probe_labels, names);
+        let classes: Vec<ClassEvidenceInput> = analysis
+            .classes
+            .iter()
+            .map(|class| {
+                let label = &names[class.class];
+                let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
+                    onset_step,
+                    dwell_fraction: fraction.unwrap_or(0.0),
+                };
+                let dwell = &class.dwell;
+                ClassEvidenceInput {
+                    label: label.clone(),
+                    probe_count: counts[label],
+                    dwell: BTreeMap::from([
+                        (
+                            "distance".to_string(),
+                            dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
+                        ),
+                        (
+                            "straightness".to_string(),
+                            dwell_input(
+                                dwell.straightness.onset_step,
+                                dwell.straightness.dwell_fraction,
+                            ),
+                        ),
+                        (
+                            "relative".to_string(),
+                            dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
+                        ),
+                    ]),
+                    f1_series: scored
+                        .iter()
+                        .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
+                        .collect(),
+                    latest_speed: class.speed.last().and_then(|s| s.value),
+                    most_confused_with: latest_confusion
+                        .and_then(|m| m.most_confused_with(class.class))
+                        .map(|(other, share)| (names[other].clone(), share)),
+                    train_count: self
+                        .train_counts
+                        .as_ref()
+                        .and_then(|counts| counts.get(label).copied()),
+                }
+            })
+            .collect();
+        let run = RunInput {
+            steps: scored.iter().map(|c| c.step).collect(),
+            max_steps,
+        };
+        advise(&self.config.rules, &run, &classes)
     }
 }
 

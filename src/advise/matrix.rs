@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn early_and_low_is_intrinsically_hard() {
-        let c = confused(class("a", Some(500), LOW), "b", 0.3);
+        let c = confused(class("a", Some(500), LOW), "b", 0.1);
         let advice = advise(&Rules::default(), &run(600, Some(1000)), &[c]);
         let a = only(&advice);
         assert_eq!(
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(advice.recommendations.len(), 1);
         assert!(a.message.starts_with("redefine class `a`"), "{}", a.message);
         assert!(
-            a.message.contains("most often predicted as `b` (30%)"),
+            a.message.contains("most often predicted as `b` (10%)"),
             "{}",
             a.message
         );
@@ -651,7 +651,7 @@ mod tests {
         assert_eq!(only(&plenty).action, Action::RedefineClass);
 
         // Not absorbed by one class: spread confusion is what a hard class shows.
-        let spread = trained(confused(class("rare", Some(300), LOW), "common", 0.3), 20);
+        let spread = trained(confused(class("rare", Some(300), LOW), "common", 0.1), 20);
         assert_eq!(
             only(&advise(&rules, &plan, &[spread])).action,
             Action::RedefineClass

@@ -378,9 +378,9 @@ mod tests {
         assert_eq!(
             rules.collapse,
             CollapseRules {
-                max_train_count: 100,
+                max_train_count: 50,
                 max_share_of_median: 0.25,
-                min_absorbed_share: 0.5
+                min_absorbed_share: 0.2
             }
         );
         assert_eq!(Rules::default(), rules);

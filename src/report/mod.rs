@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
 use crate::analyze::detectors::DistanceRule;
 use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
 use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
@@ -24,8 +25,12 @@ pub struct Report {
     pub skipped: Vec<SkippedCheckpoint>,
     /// The trajectory analysis settings actually used; `null` before any checkpoint.
     pub analysis: Option<AnalysisInfo>,
+    /// How the advice was decided; `null` before any checkpoint.
+    pub advice: Option<AdviceInfo>,
     /// Per class, in class-id order.
     pub classes: Vec<ClassReport>,
+    /// What to do, data collection first in priority order, then redefinitions.
+    pub recommendations: Vec<Recommendation>,
     /// Per probe example, in probe-file order: its dwell onset under each detector.
     pub examples: Vec<ExampleReport>,
 }
@@ -41,11 +46,22 @@ pub struct AnalysisInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct AdviceInfo {
+    /// The detector whose onset decides early or late.
+    pub detector: Detector,
+    /// False until the rules' minimum evidence is met; every class waits until then.
+    pub evidence_sufficient: bool,
+    pub early_cutoff: Option<EarlyCutoff>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ClassReport {
     pub label: String,
     pub probe_count: usize,
     /// F1 at the latest checkpoint with logits.
     pub f1: Option<f64>,
+    pub quadrant: Quadrant,
+    pub action: Action,
     /// Class mean speed per interval, at the interval's closing step.
     pub speed: Vec<StepValue>,
     /// Class mean straightness per checkpoint; `null` in the undefined tail.
