@@ -307,8 +307,11 @@ impl Transport {
         let mut rate_limited = 0u32;
         loop {
             sleep_until(self.next_request_at).await;
+            let answer = self.post(&message.payload).await;
+            // Counted from the answer rather than the request, so that the server sees the
+            // interval between arrivals whatever the connection latency.
             self.next_request_at = Instant::now() + self.policy.min_interval;
-            let wait = match self.post(&message.payload).await {
+            let wait = match answer {
                 Answer::Success => return Outcome::Delivered,
                 Answer::Rejected { status, body } => return Outcome::Rejected { status, body },
                 Answer::RateLimited(asked) => {

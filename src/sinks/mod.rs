@@ -158,7 +158,7 @@ impl SinkKind {
 /// allows about one message per second per webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Least time between two requests to the webhook, retries included.
+    /// Least time from one answer of the webhook to the next request, retries included.
     pub min_interval: Duration,
     /// First backoff after a 5xx or network error; doubles per failure, with jitter.
     pub backoff_base: Duration,

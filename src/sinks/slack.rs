@@ -220,12 +220,11 @@ fn recommendation_text(
 }
 
 /// `onset 300 · dwell fraction 0.25 · f1 0.41`: the evidence object's entries in its own
-/// order, numbers rounded for reading (the report keeps them exact).
+/// order, numbers rounded for reading (the report keeps them exact), `–` for null.
 fn evidence_line(evidence: &Value) -> String {
     match evidence {
         Value::Object(entries) => entries
             .iter()
-            .filter(|(_, value)| !value.is_null())
             .map(|(key, value)| format!("{} {}", key.replace('_', " "), evidence_value(value)))
             .collect::<Vec<_>>()
             .join(" · "),
@@ -237,6 +236,8 @@ fn evidence_line(evidence: &Value) -> String {
 fn evidence_value(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
+        // Absent evidence, such as the onset of a class that does not dwell yet.
+        Value::Null => "–".to_string(),
         Value::Number(number) if number.is_f64() => {
             let rounded = format!("{:.3}", number.as_f64().unwrap_or_default());
             rounded
@@ -358,7 +359,11 @@ mod tests {
             "{}",
             shown[0]
         );
-        assert!(shown[0].ends_with("\n>count 3 · f1 0.123"), "{}", shown[0]);
+        assert!(
+            shown[0].ends_with("\n>count 3 · f1 0.123 · onset –"),
+            "{}",
+            shown[0]
+        );
         let footer = texts(&payload).pop().unwrap();
         assert!(footer.ends_with("2 more recommendations there"), "{footer}");
     }
