@@ -12,4 +12,5 @@ pub mod embed;
 pub mod pipeline;
 pub mod probe;
 pub mod report;
+pub mod sinks;
 pub mod store;
