@@ -69,7 +69,7 @@ pub enum PipelineError {
     #[error("the embedding thread stopped unexpectedly")]
     WorkerGone,
     #[error("trajectory analysis: {0}")]
-    Analysis(#[from] AnalysisError<StoreError>),
+    Analysis(#[from] Box<AnalysisError<StoreError>>),
 }
 
 /// What the caller is told as embedding goes on.
@@ -661,11 +661,6 @@ pub fn analyze_state(
     };
     let dim = state.read_embeddings(first)?.hidden;
     let mut source = StoredPositions { state, steps, dim };
-    Ok(analyze(
-        &mut source,
-        steps,
-        example_classes,
-        num_classes,
-        params,
-    )?)
+    analyze(&mut source, steps, example_classes, num_classes, params)
+        .map_err(|error| PipelineError::Analysis(Box::new(error)))
 }

@@ -20,6 +20,8 @@ fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline 
         tokenizer: None,
         batch_size: 32,
         analysis: Default::default(),
+        rules: Default::default(),
+        train: None,
     };
     let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
     pipeline.embed_pending(&mut |_| {}).unwrap();
