@@ -4,11 +4,28 @@
 use serde::Deserialize;
 
 use crate::analyze::params::AnalysisParams;
+use crate::sinks::WebhookUrl;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DwellConfig {
     pub analysis: AnalysisParams,
+    pub watch: WatchSection,
+}
+
+/// `[watch]`: the daemon's settings. A flag or its environment variable wins over these.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSection {
+    /// Seconds between rescans of the run directory (default 10).
+    pub poll_seconds: Option<f64>,
+    /// Seconds a checkpoint's files must stay unchanged before it is read (default 2).
+    pub settle_seconds: Option<f64>,
+    pub exit_on_finish: Option<bool>,
+    /// A Slack incoming-webhook URL: a secret, shown in logs as its host only.
+    pub slack_webhook: Option<WebhookUrl>,
+    /// A URL that receives the recommendations as JSON.
+    pub webhook: Option<WebhookUrl>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +81,14 @@ mod tests {
     fn the_documented_defaults_are_the_defaults() {
         let parsed = DwellConfig::from_toml_str(DEFAULT_ANALYSIS_TOML, "defaults").unwrap();
         assert_eq!(parsed, DwellConfig::default());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../examples/dwell.toml");
+        let config = DwellConfig::from_toml_str(text, "examples/dwell.toml").unwrap();
+        assert_eq!(config.watch.poll_seconds, Some(10.0));
+        assert_eq!(config.analysis, AnalysisParams::default());
     }
 
     #[test]

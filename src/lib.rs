@@ -14,3 +14,4 @@ pub mod probe;
 pub mod report;
 pub mod sinks;
 pub mod store;
+pub mod watch;

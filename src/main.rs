@@ -1,5 +1,7 @@
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -12,11 +14,13 @@ use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::config::DwellConfig;
-use dwell::embed::CandleEmbedder;
+use dwell::embed::{CandleEmbedder, Embedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
 use dwell::report::{write_json, Report};
+use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::StateDir;
+use dwell::watch::WatchConfig;
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
 /// tells you which classes need data, which need redefining, and which are fine.
@@ -33,6 +37,9 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Count trajectories with a stay point for a list of thresholds (the paper's Tables 1 and 2).
     Sweep(SweepArgs),
+    /// Attach to a running training job: embed each new checkpoint, keep the report
+    /// current, and notify Slack or a webhook when the advice changes.
+    Watch(WatchArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +87,30 @@ enum SweepSpace {
 }
 
 #[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    pipeline: AnalyzeArgs,
+    /// Slack incoming-webhook URL (a secret: never logged).
+    #[arg(long, env = "DWELL_SLACK_WEBHOOK", hide_env_values = true)]
+    slack_webhook: Option<String>,
+    /// A URL that receives the recommendations as JSON (a secret: never logged).
+    #[arg(long, env = "DWELL_WEBHOOK", hide_env_values = true)]
+    webhook: Option<String>,
+    /// Seconds between rescans of RUN_DIR (events trigger sooner) [default: 10].
+    #[arg(long, env = "DWELL_POLL")]
+    poll: Option<f64>,
+    /// Seconds a checkpoint's files must stay unchanged before it is read [default: 2].
+    #[arg(long, env = "DWELL_SETTLE")]
+    settle: Option<f64>,
+    /// Exit 0 once the run reaches max_steps and every checkpoint is embedded.
+    #[arg(long, env = "DWELL_EXIT_ON_FINISH")]
+    exit_on_finish: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "DWELL_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Args)]
 struct AnalyzeArgs {
     /// The Hugging Face Trainer output_dir (finished or still running).
     run_dir: PathBuf,
@@ -113,8 +144,9 @@ struct AnalyzeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_tracing(matches!(&cli.command, Command::Watch(args) if args.log_json));
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -123,19 +155,114 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
+        Command::Watch(args) => watch(args),
+    }
+}
+
+fn pipeline_config(
+    args: AnalyzeArgs,
+    config: &DwellConfig,
+    settle: Duration,
+) -> anyhow::Result<PipelineConfig> {
+    Ok(PipelineConfig {
+        run_dir: args.run_dir,
+        probe: args.probe,
+        state_dir: args.state,
+        max_len: args.max_len,
+        base_model: args.base_model,
+        tokenizer: args.tokenizer,
+        batch_size: args.batch_size,
+        analysis: config.analysis.clone(),
+        rules: load_rules(args.rules.as_deref())?,
+        train: args.train,
+        settle,
+    })
+}
+
+fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let config = load_config(args.pipeline.config.as_deref())?;
+    let file = &config.watch;
+    let seconds = |flag: Option<f64>, file: Option<f64>, default: f64, name: &str| {
+        let value = flag.or(file).unwrap_or(default);
+        anyhow::ensure!(
+            value.is_finite() && value >= 0.0,
+            "--{name} must be a number of seconds >= 0"
+        );
+        Ok(Duration::from_secs_f64(value))
+    };
+    let poll = seconds(args.poll, file.poll_seconds, 10.0, "poll")?;
+    let settle = seconds(args.settle, file.settle_seconds, 2.0, "settle")?;
+    let mut sinks = Vec::new();
+    let slack = match args.slack_webhook.as_deref() {
+        Some(text) => WebhookUrl::from_sources(Some(text), None, None)?,
+        None => file.slack_webhook.clone(),
+    };
+    if let Some(url) = slack {
+        sinks.push(SinkConfig::new("slack", SinkKind::Slack, url));
+    }
+    let generic = match args.webhook.as_deref() {
+        Some(text) if !text.trim().is_empty() => {
+            Some(WebhookUrl::parse(text, "the --webhook flag")?)
+        }
+        _ => file.webhook.clone(),
+    };
+    if let Some(url) = generic {
+        sinks.push(SinkConfig::new("webhook", SinkKind::Webhook, url));
+    }
+    let batch_size = args.pipeline.batch_size;
+    let watch_config = WatchConfig {
+        exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
+        pipeline: pipeline_config(args.pipeline, &config, settle)?,
+        poll,
+        sinks,
+        flush_deadline: Duration::from_secs(5),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let exit = runtime.block_on(async move {
+        let make_embedder = Box::new(move || -> Box<dyn Embedder> {
+            Box::new(CandleEmbedder::new(batch_size).expect("the CPU device always exists"))
+        });
+        dwell::watch::watch(watch_config, make_embedder, stop_signal()).await
+    })?;
+    tracing::info!(?exit, "dwell watch exits");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops dwell");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 
@@ -260,18 +387,8 @@ fn percent(share: Option<f64>) -> String {
 }
 
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
-    let config = PipelineConfig {
-        run_dir: args.run_dir,
-        probe: args.probe,
-        state_dir: args.state,
-        max_len: args.max_len,
-        base_model: args.base_model,
-        tokenizer: args.tokenizer,
-        batch_size: args.batch_size,
-        analysis: load_config(args.config.as_deref())?.analysis,
-        rules: load_rules(args.rules.as_deref())?,
-        train: args.train,
-    };
+    let file_config = load_config(args.config.as_deref())?;
+    let config = pipeline_config(args, &file_config, Duration::ZERO)?;
     let embedder = CandleEmbedder::new(config.batch_size).context("starting the model runtime")?;
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
     let bar = ProgressBar::new(0).with_style(
@@ -280,7 +397,8 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message("embedding");
-    let summary = pipeline.embed_pending(&mut |event| match event {
+    let never = AtomicBool::new(false);
+    let summary = pipeline.embed_pending(usize::MAX, &never, &mut |event| match event {
         Progress::Planned { checkpoints } => bar.set_length(checkpoints as u64),
         Progress::Embedded { step, elapsed } => {
             bar.inc(1);

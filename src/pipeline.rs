@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::advise::{advise, Advice, ClassEvidenceInput, DwellInput, Rules, RunInput};
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
@@ -39,6 +40,9 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     pub analysis: AnalysisParams,
     pub rules: Rules,
+    /// How long a complete checkpoint's files must stay unchanged before it is read
+    /// (zero for a finished run).
+    pub settle: Duration,
     /// The training set (same formats as the probe set; only labels are read), for
     /// per-class training counts in the advice.
     pub train: Option<PathBuf>,
@@ -87,6 +91,12 @@ pub struct PassSummary {
     pub skipped: usize,
     pub incomplete: usize,
     pub vanished: usize,
+    /// Complete but still within the settle interval: look again soon.
+    pub settling: usize,
+    /// `stop` was raised before every ready checkpoint was embedded.
+    pub interrupted: bool,
+    /// Ready checkpoints left for the next pass because of the pass's limit.
+    pub deferred: usize,
 }
 
 pub struct Pipeline {
@@ -103,6 +113,8 @@ pub struct Pipeline {
     skipped: BTreeMap<u64, SkippedCheckpoint>,
     latest_trainer_state: Option<TrainerState>,
     train_counts: Option<BTreeMap<String, usize>>,
+    /// Weight-file fingerprints (size, mtime) by step, and since when they are unchanged.
+    settling: HashMap<u64, (Vec<(u64, std::time::SystemTime)>, Instant)>,
 }
 
 impl Pipeline {
@@ -145,6 +157,7 @@ impl Pipeline {
             skipped: BTreeMap::new(),
             latest_trainer_state: None,
             train_counts,
+            settling: HashMap::new(),
         })
     }
 
@@ -160,32 +173,47 @@ impl Pipeline {
         &self.probe_labels
     }
 
-    /// Embeds every complete checkpoint (and the base model) not yet stored.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The newest `trainer_state.json` seen says the run reached its planned steps.
+    pub fn run_finished(&self) -> bool {
+        self.latest_trainer_state
+            .as_ref()
+            .is_some_and(TrainerState::is_finished)
+    }
+
+    /// Embeds the complete checkpoints (and the base model) not yet stored, in step
+    /// order, one at a time, at most `limit` of them; `stop` is checked between checkpoints.
     pub fn embed_pending(
         &mut self,
+        limit: usize,
+        stop: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<PassSummary, PipelineError> {
         let stored = self.state.stored_steps()?;
         let mut summary = PassSummary::default();
-        let mut jobs = Vec::new();
+        let mut ready: Vec<(CheckpointDir, Option<WeightFiles>)> = Vec::new();
         if let Some(base) = self.config.base_model.clone() {
             if stored.contains(&0) {
                 summary.already_stored += 1;
             } else {
-                let base_dir = CheckpointDir {
-                    step: 0,
-                    path: base.clone(),
-                };
-                match self.prepare_job(&base_dir, None) {
-                    Ok(job) => jobs.push(job),
-                    Err(error) => self.skip(&base_dir, error, &mut summary, on_progress),
-                }
+                ready.push((
+                    CheckpointDir {
+                        step: 0,
+                        path: base,
+                    },
+                    None,
+                ));
             }
         }
+        let mut present = std::collections::BTreeSet::new();
         for checkpoint in discover(&self.config.run_dir)?.checkpoints {
             if checkpoint.step == 0 && self.config.base_model.is_some() {
                 continue;
             }
+            present.insert(checkpoint.step);
             let completeness = match checkpoint.completeness() {
                 Ok(completeness) => completeness,
                 Err(error) => {
@@ -214,21 +242,36 @@ impl Pipeline {
                 summary.already_stored += 1;
                 continue;
             }
-            match self.prepare_job(&checkpoint, Some(weights)) {
-                Ok(job) => jobs.push(job),
-                Err(error) => self.skip(&checkpoint, error, &mut summary, on_progress),
+            if !self.has_settled(&checkpoint, &weights) {
+                summary.settling += 1;
+                continue;
             }
+            ready.push((checkpoint, Some(weights)));
         }
+        self.settling.retain(|step, _| present.contains(step));
         on_progress(Progress::Planned {
-            checkpoints: jobs.len(),
+            checkpoints: ready.len(),
         });
-        let submitted = jobs.len();
-        for job in jobs {
+        let ready_count = ready.len();
+        for (index, (checkpoint, weights)) in ready.into_iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                summary.interrupted = true;
+                break;
+            }
+            if index == limit {
+                summary.deferred = ready_count - limit;
+                break;
+            }
+            let job = match self.prepare_job(&checkpoint, weights) {
+                Ok(job) => job,
+                Err(error) => {
+                    self.skip(&checkpoint, error, &mut summary, on_progress);
+                    continue;
+                }
+            };
             if !self.worker.submit(job) {
                 return Err(PipelineError::WorkerGone);
             }
-        }
-        for _ in 0..submitted {
             let outcome = self
                 .worker
                 .next_outcome(Duration::MAX)
@@ -252,6 +295,13 @@ impl Pipeline {
                 Err(crate::embed::EmbedError::Checkpoint(error)) => {
                     self.skip(&checkpoint, error, &mut summary, on_progress)
                 }
+                Err(_) if !checkpoint.path.exists() => {
+                    // Removed while its weights were read: rotation, not corruption.
+                    let error = CheckpointError::Vanished {
+                        path: checkpoint.path.clone(),
+                    };
+                    self.skip(&checkpoint, error, &mut summary, on_progress)
+                }
                 Err(error) => {
                     let file = outcome
                         .model
@@ -272,6 +322,37 @@ impl Pipeline {
         }
         summary.embedded.sort_unstable();
         Ok(summary)
+    }
+
+    /// True once the checkpoint's files have kept their sizes and mtimes for the settle
+    /// interval: the Trainer writes nothing atomically, so a file can still be growing.
+    fn has_settled(&mut self, checkpoint: &CheckpointDir, weights: &WeightFiles) -> bool {
+        if self.config.settle.is_zero() {
+            return true;
+        }
+        let state_file = checkpoint.path.join("trainer_state.json");
+        let fingerprint: Option<Vec<(u64, std::time::SystemTime)>> = weights
+            .files()
+            .into_iter()
+            .chain(std::iter::once(state_file.as_path()))
+            .map(|path| {
+                let metadata = std::fs::metadata(path).ok()?;
+                Some((metadata.len(), metadata.modified().ok()?))
+            })
+            .collect();
+        let Some(fingerprint) = fingerprint else {
+            return false;
+        };
+        let now = Instant::now();
+        match self.settling.get(&checkpoint.step) {
+            Some((seen, since)) if *seen == fingerprint => {
+                now.duration_since(*since) >= self.config.settle
+            }
+            _ => {
+                self.settling.insert(checkpoint.step, (fingerprint, now));
+                false
+            }
+        }
     }
 
     fn prepare_job(

@@ -22,9 +22,16 @@ fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline 
         analysis: Default::default(),
         rules: Default::default(),
         train: None,
+        settle: std::time::Duration::ZERO,
     };
     let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
-    pipeline.embed_pending(&mut |_| {}).unwrap();
+    pipeline
+        .embed_pending(
+            usize::MAX,
+            &std::sync::atomic::AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
     pipeline
 }
 

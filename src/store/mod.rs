@@ -30,6 +30,8 @@ pub enum StoreError {
         now_path: String,
         now: String,
     },
+    #[error("{path}: another dwell is already using this state directory (the lock is held); stop it first or use another --state")]
+    Locked { path: PathBuf },
     #[error("{state} was made with {setting} = {was}, now {now}: embeddings made with different settings cannot share one trajectory; use another --state directory or the same setting")]
     SettingChanged {
         state: PathBuf,
@@ -272,6 +274,31 @@ impl StateDir {
     }
 }
 
+/// Holds `DIR/dwell.lock` for as long as it lives: one daemon per state directory.
+/// The OS releases the lock when the process dies, so a crash leaves nothing stale.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    pub fn acquire(root: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(io_error(root))?;
+        let path = root.join("dwell.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path)(e)),
+        }
+    }
+}
+
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -369,6 +396,16 @@ mod tests {
             StateDir::open(dir.path(), &longer),
             Err(StoreError::SettingChanged { .. })
         ));
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_state_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        let message = StateLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("another dwell"), "{message}");
+        drop(first);
+        assert!(StateLock::acquire(dir.path()).is_ok());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture copies and the PyTorch reference.
 #![allow(dead_code)]
 
+pub mod slack_like;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
