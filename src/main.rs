@@ -407,6 +407,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         Progress::Skipped(skipped) => {
             bar.suspend(|| eprintln!("skipped step {}: {}", skipped.step, skipped.reason))
         }
+        Progress::Incomplete { step, reason } => {
+            bar.suspend(|| eprintln!("not complete, left for a later run: step {step}: {reason}"))
+        }
     })?;
     bar.finish_and_clear();
     let report = pipeline.build_report()?;

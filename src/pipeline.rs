@@ -78,8 +78,18 @@ pub enum PipelineError {
 
 /// What the caller is told as embedding goes on.
 pub enum Progress<'a> {
-    Planned { checkpoints: usize },
-    Embedded { step: u64, elapsed: Duration },
+    Planned {
+        checkpoints: usize,
+    },
+    Embedded {
+        step: u64,
+        elapsed: Duration,
+    },
+    /// Not complete (yet): left for a later pass, with what is missing.
+    Incomplete {
+        step: u64,
+        reason: &'a str,
+    },
     Skipped(&'a SkippedCheckpoint),
 }
 
@@ -223,7 +233,10 @@ impl Pipeline {
             };
             let weights = match completeness {
                 Completeness::Incomplete { reason } => {
-                    tracing::debug!(checkpoint = %checkpoint.path.display(), %reason, "not complete yet");
+                    on_progress(Progress::Incomplete {
+                        step: checkpoint.step,
+                        reason: &reason,
+                    });
                     summary.incomplete += 1;
                     continue;
                 }
@@ -249,6 +262,9 @@ impl Pipeline {
             ready.push((checkpoint, Some(weights)));
         }
         self.settling.retain(|step, _| present.contains(step));
+        // A checkpoint rotated away after a failed read is a gap now, not a skip.
+        self.skipped
+            .retain(|step, _| present.contains(step) || *step == 0);
         on_progress(Progress::Planned {
             checkpoints: ready.len(),
         });
@@ -295,7 +311,7 @@ impl Pipeline {
                 Err(crate::embed::EmbedError::Checkpoint(error)) => {
                     self.skip(&checkpoint, error, &mut summary, on_progress)
                 }
-                Err(_) if !checkpoint.path.exists() => {
+                Err(_) if is_being_removed(&checkpoint.path) => {
                     // Removed while its weights were read: rotation, not corruption.
                     let error = CheckpointError::Vanished {
                         path: checkpoint.path.clone(),
@@ -432,7 +448,7 @@ impl Pipeline {
         summary: &mut PassSummary,
         on_progress: &mut dyn FnMut(Progress),
     ) {
-        if error.is_vanished() {
+        if error.is_vanished() || is_being_removed(&checkpoint.path) {
             // The Trainer's rotation removed it: a gap in the trajectory, not a fault.
             tracing::info!(checkpoint = %checkpoint.path.display(), "checkpoint vanished before it was embedded; leaving a gap");
             summary.vanished += 1;
@@ -671,6 +687,13 @@ impl Pipeline {
         };
         advise(&self.config.rules, &run, &classes)
     }
+}
+
+/// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
+/// checkpoint that is half gone; it is gone a moment later.
+fn is_being_removed(path: &Path) -> bool {
+    std::thread::sleep(Duration::from_millis(150));
+    !path.exists()
 }
 
 fn source_name(checkpoint: &CheckpointDir) -> String {

@@ -84,7 +84,17 @@ impl CheckpointDir {
                 reason: "no trainer_state.json yet".into(),
             });
         }
-        let state = TrainerState::load(&state_path)?;
+        // The Trainer writes trainer_state.json in place: one that does not parse yet is
+        // still being written, and one that never parses keeps the checkpoint incomplete.
+        let state = match TrainerState::load(&state_path) {
+            Ok(state) => state,
+            Err(error @ CheckpointError::Vanished { .. }) => return Err(error),
+            Err(error) => {
+                return Ok(Completeness::Incomplete {
+                    reason: error.to_string(),
+                })
+            }
+        };
         let Some(weights) = WeightFiles::find(&self.path)? else {
             return Err(CheckpointError::NoWeights {
                 path: self.path.clone(),
@@ -132,6 +142,11 @@ mod tests {
         assert!(checkpoint.completeness().unwrap_err().is_vanished());
         std::fs::create_dir(&checkpoint.path).unwrap();
         std::fs::write(checkpoint.path.join("model.safetensors"), b"x").unwrap();
+        assert!(matches!(
+            checkpoint.completeness().unwrap(),
+            Completeness::Incomplete { .. }
+        ));
+        std::fs::write(checkpoint.path.join("trainer_state.json"), "").unwrap();
         assert!(matches!(
             checkpoint.completeness().unwrap(),
             Completeness::Incomplete { .. }

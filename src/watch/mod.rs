@@ -291,6 +291,9 @@ fn log_progress(event: Progress) {
         Progress::Embedded { step, elapsed } => {
             tracing::info!(step, seconds = elapsed.as_secs_f64(), "embedded")
         }
+        Progress::Incomplete { step, reason } => {
+            tracing::debug!(step, %reason, "not complete yet")
+        }
         Progress::Skipped(skipped) => {
             tracing::warn!(step = skipped.step, file = %skipped.file.display(), reason = %skipped.reason, "skipped")
         }
