@@ -15,7 +15,7 @@ use dwell::config::DwellConfig;
 use dwell::embed::CandleEmbedder;
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
-use dwell::report::{write_json, Report};
+use dwell::report::{rewrite_html, write_html, write_json, Report};
 use dwell::store::StateDir;
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
@@ -33,6 +33,15 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Count trajectories with a stay point for a list of thresholds (the paper's Tables 1 and 2).
     Sweep(SweepArgs),
+    /// Redraw report.html from a state directory's report.json and stored embeddings.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The state directory of an earlier `dwell analyze` (nothing is embedded).
+    #[arg(long, env = "DWELL_STATE")]
+    state: PathBuf,
 }
 
 #[derive(Args)]
@@ -136,6 +145,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
+        Command::Report(args) => {
+            let (state, _) = StateDir::open_existing(&args.state)?;
+            println!("report: {}", rewrite_html(&state)?.display());
+            Ok(())
+        }
     }
 }
 
@@ -293,6 +307,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report = pipeline.build_report()?;
     let path = write_json(pipeline.state(), &report)?;
+    let html = write_html(pipeline.state(), &report)?;
     eprintln!(
         "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished",
         summary.embedded.len(),
@@ -305,6 +320,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     print_f1_table(&mut out, &report)
         .and_then(|()| print_advice(&mut out, &report))
         .and_then(|()| writeln!(out, "report: {}", path.display()))
+        .and_then(|()| writeln!(out, "report: {}", html.display()))
         .or_else(ignore_broken_pipe)?;
     Ok(())
 }
