@@ -130,7 +130,11 @@ impl Figures {
                 report
                     .checkpoints
                     .iter()
-                    .map(|c| c.per_class_f1.as_ref().and_then(|f1| f1.get(label).copied()))
+                    .map(|c| {
+                        c.per_class_f1
+                            .as_ref()
+                            .and_then(|f1| f1.get(label).copied())
+                    })
                     .collect()
             })
             .collect();
@@ -231,9 +235,10 @@ fn params_of(info: &AnalysisInfo) -> AnalysisParams {
         (auto, _) => DistanceParams {
             threshold: Setting::Auto,
             auto_fraction: auto.map_or(DistanceParams::default().auto_fraction, |a| a.fraction),
-            auto_early_intervals: auto.map_or(DistanceParams::default().auto_early_intervals, |a| {
-                a.early_intervals
-            }),
+            auto_early_intervals: auto
+                .map_or(DistanceParams::default().auto_early_intervals, |a| {
+                    a.early_intervals
+                }),
             min_run: rule.min_run,
         },
     };
@@ -364,7 +369,9 @@ fn trajectories(
                         auto.fraction,
                         rules.distance.min_run
                     ),
-                    (Some(d), None) => format!("D = {}, T = {}", significant(d), rules.distance.min_run),
+                    (Some(d), None) => {
+                        format!("D = {}, T = {}", significant(d), rules.distance.min_run)
+                    }
                     (None, _) => format!("D not known yet, T = {}", rules.distance.min_run),
                 },
                 DetectorKind::Straightness => format!(
@@ -417,7 +424,9 @@ fn significant(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return x;
     }
-    format!("{x:.3e}").parse().expect("a formatted float parses")
+    format!("{x:.3e}")
+        .parse()
+        .expect("a formatted float parses")
 }
 
 fn rounded(value: serde_json::Value) -> serde_json::Value {

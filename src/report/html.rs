@@ -60,15 +60,18 @@ pub fn render_html(figures: &Figures) -> String {
 /// One pass over the template, so that a value (a run path, a label) that happens to
 /// contain `{{…}}` is never substituted again.
 fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after
-            .find("}}")
-            .and_then(|end| values.iter().find(|(key, _)| *key == &after[..end]).map(|v| (end, v.1)))
-        {
+        match after.find("}}").and_then(|end| {
+            values
+                .iter()
+                .find(|(key, _)| *key == &after[..end])
+                .map(|v| (end, v.1))
+        }) {
             Some((end, value)) => {
                 out.push_str(value);
                 rest = &after[end + 2..];
@@ -126,7 +129,10 @@ mod tests {
         );
         let json = serde_json::json!({ "label": "</script><!-- & -->" }).to_string();
         let safe = script_safe(&json);
-        assert!(!safe.contains("</script") && !safe.contains("<!--"), "{safe}");
+        assert!(
+            !safe.contains("</script") && !safe.contains("<!--"),
+            "{safe}"
+        );
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back["label"], "</script><!-- & -->");
     }
