@@ -17,7 +17,7 @@ use dwell::config::DwellConfig;
 use dwell::embed::{CandleEmbedder, Embedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
-use dwell::report::{write_json, Report};
+use dwell::report::{rewrite_html, write_html, write_json, Report};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::StateDir;
 use dwell::watch::WatchConfig;
@@ -40,6 +40,15 @@ enum Command {
     /// Attach to a running training job: embed each new checkpoint, keep the report
     /// current, and notify Slack or a webhook when the advice changes.
     Watch(WatchArgs),
+    /// Redraw report.html from a state directory's report.json and stored embeddings.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The state directory of an earlier `dwell analyze` (nothing is embedded).
+    #[arg(long, env = "DWELL_STATE")]
+    state: PathBuf,
 }
 
 #[derive(Args)]
@@ -173,6 +182,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
         Command::Watch(args) => watch(args),
+        Command::Report(args) => {
+            let (state, _) = StateDir::open_existing(&args.state)?;
+            println!("report: {}", rewrite_html(&state)?.display());
+            Ok(())
+        }
     }
 }
 
@@ -414,6 +428,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report = pipeline.build_report()?;
     let path = write_json(pipeline.state(), &report)?;
+    let html = write_html(pipeline.state(), &report)?;
     eprintln!(
         "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished",
         summary.embedded.len(),
@@ -426,6 +441,7 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     print_f1_table(&mut out, &report)
         .and_then(|()| print_advice(&mut out, &report))
         .and_then(|()| writeln!(out, "report: {}", path.display()))
+        .and_then(|()| writeln!(out, "report: {}", html.display()))
         .or_else(ignore_broken_pipe)?;
     Ok(())
 }

@@ -552,6 +552,7 @@ impl Pipeline {
                         ClassReport {
                             probe_count: counts[&label],
                             f1: latest_f1.and_then(|f1| f1.get(&label).copied()),
+                            f1_smoothed: assessment.evidence.f1,
                             quadrant: assessment.quadrant,
                             action: assessment.action,
                             speed: class.speed.clone(),
@@ -581,7 +582,7 @@ impl Pipeline {
             })
             .unwrap_or_default();
         Ok(Report {
-            schema: REPORT_SCHEMA,
+            schema: REPORT_SCHEMA.into(),
             generated_by: format!("dwell {}", env!("CARGO_PKG_VERSION")),
             run: RunInfo {
                 directory: self.config.run_dir.clone(),
@@ -617,6 +618,7 @@ impl Pipeline {
                 detector: advice.detector,
                 evidence_sufficient: advice.evidence_sufficient,
                 early_cutoff: advice.early_cutoff,
+                f1_high_threshold: self.config.rules.f1.high_threshold,
             }),
             examples,
         })

@@ -40,7 +40,7 @@ pub enum DetectorKind {
 }
 
 /// The distance detector as applied: D resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DistanceRule {
     /// D; `None` only when it is auto and the run has no interval yet.
     pub threshold: Option<f64>,
@@ -51,7 +51,7 @@ pub struct DistanceRule {
 }
 
 /// The evidence behind an automatic D: D = fraction × median_early_speed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AutoThreshold {
     pub fraction: f64,
     pub early_intervals: usize,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::detectors::{
     censored_median_onset, DetectorKind, DistanceRule, ExampleSeries, StayPointRule,
@@ -143,7 +143,7 @@ pub struct ExampleOnsets {
 }
 
 /// The step of the first stay point per detector; `None`: no stay point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Onsets {
     pub distance: Option<u64>,
     pub straightness: Option<u64>,
@@ -165,20 +165,20 @@ pub struct ClassTrajectories {
 
 /// A value at a checkpoint step; `None` where it is undefined (no examples,
 /// or the straightness tail).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepValue {
     pub step: u64,
     pub value: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassDwell {
     pub distance: DwellSummary<DistanceRule>,
     pub straightness: DwellSummary<StraightnessParams>,
     pub relative: DwellSummary<RelativeParams>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DwellSummary<R> {
     pub rule: R,
     /// Class dwell onset: censored median of the examples' onsets; `None`

@@ -1,9 +1,16 @@
-//! `report.json` (SPEC §6): the machine-readable result, replaced atomically.
+//! `report.json` (SPEC §6): the machine-readable result, replaced atomically, and
+//! `report.html` drawn from it (see [`html`]).
+
+mod figures;
+mod html;
+
+pub use figures::{Figures, TRAJECTORIES_PER_CLASS};
+pub use html::{render_html, rewrite_html, write_html, HtmlError, HTML_FILE};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
 use crate::analyze::detectors::DistanceRule;
@@ -14,9 +21,10 @@ use crate::store::{StateDir, StoreError};
 pub const REPORT_SCHEMA: &str = "dwell.report/1";
 pub const REPORT_FILE: &str = "report.json";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub schema: &'static str,
+    #[serde(deserialize_with = "this_schema")]
+    pub schema: String,
     pub generated_by: String,
     pub run: RunInfo,
     pub probe: ProbeInfo,
@@ -35,7 +43,7 @@ pub struct Report {
     pub examples: Vec<ExampleReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnalysisInfo {
     pub space: Space,
     /// Δ, the steps that speeds are normalised to.
@@ -45,21 +53,25 @@ pub struct AnalysisInfo {
     pub relative: RelativeParams,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdviceInfo {
     /// The detector whose onset decides early or late.
     pub detector: Detector,
     /// False until the rules' minimum evidence is met; every class waits until then.
     pub evidence_sufficient: bool,
     pub early_cutoff: Option<EarlyCutoff>,
+    /// Smoothed F1 at or above this is "high".
+    pub f1_high_threshold: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassReport {
     pub label: String,
     pub probe_count: usize,
     /// F1 at the latest checkpoint with logits.
     pub f1: Option<f64>,
+    /// The F1 the strategy matrix judged: smoothed over the rules' window.
+    pub f1_smoothed: Option<f64>,
     pub quadrant: Quadrant,
     pub action: Action,
     /// Class mean speed per interval, at the interval's closing step.
@@ -70,7 +82,7 @@ pub struct ClassReport {
     pub dwell: ClassDwell,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExampleReport {
     pub index: usize,
     pub id: Option<String>,
@@ -78,7 +90,7 @@ pub struct ExampleReport {
     pub onset_step: Onsets,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub directory: PathBuf,
     pub model_type: String,
@@ -90,7 +102,7 @@ pub struct RunInfo {
     pub base_model: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeInfo {
     pub path: PathBuf,
     pub sha256: String,
@@ -99,7 +111,7 @@ pub struct ProbeInfo {
     pub max_len: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointSummary {
     pub step: u64,
     /// `checkpoint-<step>`, or `base model` for step 0.
@@ -110,7 +122,7 @@ pub struct CheckpointSummary {
     pub per_class_f1: Option<BTreeMap<String, f64>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedCheckpoint {
     pub step: u64,
     pub checkpoint: PathBuf,
@@ -122,4 +134,28 @@ pub struct SkippedCheckpoint {
 pub fn write_json(state: &StateDir, report: &Report) -> Result<PathBuf, StoreError> {
     let json = serde_json::to_vec_pretty(report).expect("the report serialises");
     state.write_file(REPORT_FILE, &json)
+}
+
+/// Reads back the `report.json` of an earlier `analyze`, e.g. to redraw `report.html`.
+pub fn read_json(state: &StateDir) -> Result<Report, HtmlError> {
+    let path = state.root().join(REPORT_FILE);
+    let bytes = state
+        .read_file(REPORT_FILE)?
+        .ok_or_else(|| HtmlError::NoReport(path.clone()))?;
+    serde_json::from_slice(&bytes).map_err(|error| HtmlError::BadReport {
+        path,
+        message: error.to_string(),
+    })
+}
+
+/// A report of another schema would be misread field by field; refuse it whole.
+fn this_schema<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let schema = String::deserialize(deserializer)?;
+    if schema == REPORT_SCHEMA {
+        Ok(schema)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "schema {schema:?}, this dwell reads {REPORT_SCHEMA:?}"
+        )))
+    }
 }

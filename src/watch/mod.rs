@@ -15,7 +15,7 @@ use notify::Watcher;
 
 use crate::embed::Embedder;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Progress};
-use crate::report::{write_json, Report};
+use crate::report::{write_html, write_json, HtmlError, Report};
 use crate::sinks::{SinkConfig, SinkError, SinkHandle};
 use crate::store::{StateLock, StoreError};
 
@@ -41,6 +41,8 @@ pub enum WatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Html(#[from] HtmlError),
     #[error("{path}: cannot watch: {message}")]
     Watch { path: PathBuf, message: String },
     #[error("the processing thread stopped unexpectedly")]
@@ -176,6 +178,7 @@ impl Processing {
             if first_pass || !summary.embedded.is_empty() || summary.skipped > 0 {
                 let report = pipeline.build_report()?;
                 write_json(&state, &report)?;
+                write_html(&state, &report)?;
                 self.announce_changes(&report, &mut announced, &state)?;
                 first_pass = false;
             }
