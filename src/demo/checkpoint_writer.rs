@@ -100,12 +100,11 @@ fn write_safetensors(path: &Path, weights: &BTreeMap<String, Tensor>) -> Result<
     }
     let mut views = Vec::with_capacity(buffers.len());
     for (name, shape, bytes) in &buffers {
-        let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| {
-            DemoError::Weights {
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| DemoError::Weights {
                 path: path.to_path_buf(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         views.push((name.as_str(), view));
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);

@@ -105,9 +105,15 @@ impl DemoConfig {
         } else if self.max_steps == Some(0) || (self.max_steps.is_none() && self.epochs == 0) {
             Some("nothing to train: epochs and max_steps are 0".into())
         } else if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            Some(format!("learning_rate {} is not positive", self.learning_rate))
+            Some(format!(
+                "learning_rate {} is not positive",
+                self.learning_rate
+            ))
         } else if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
-            Some(format!("max_grad_norm {} is not positive", self.max_grad_norm))
+            Some(format!(
+                "max_grad_norm {} is not positive",
+                self.max_grad_norm
+            ))
         } else if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             Some(format!("weight_decay {} is negative", self.weight_decay))
         } else if self.max_len < 3 || self.max_len > tiny_bert(0, 0).max_position_embeddings {
@@ -117,7 +123,10 @@ impl DemoConfig {
                 tiny_bert(0, 0).max_position_embeddings
             ))
         } else if self.vocab_size <= SPECIAL_TOKENS.len() {
-            Some(format!("vocab_size {} leaves no room for words", self.vocab_size))
+            Some(format!(
+                "vocab_size {} leaves no room for words",
+                self.vocab_size
+            ))
         } else {
             None
         };
@@ -337,24 +346,23 @@ pub fn train(
 
     let mut rng = StdRng::seed_from_u64(config.seed);
     let model = TrainableBert::new(architecture, PAD_ID as usize, &mut rng, &device)?;
-    let (decayed, exempt): (Vec<(&String, &Var)>, Vec<(&String, &Var)>) =
-        model.vars().partition(|(name, _)| is_decayed(name));
+    let group = |decayed: bool| -> Vec<Var> {
+        model
+            .vars()
+            .filter(|(name, _)| is_decayed(name) == decayed)
+            .map(|(_, var)| var.clone())
+            .collect()
+    };
     let params = |weight_decay| ParamsAdamW {
         lr: config.learning_rate,
         weight_decay,
         ..Default::default()
     };
-    let all_vars: Vec<Var> = model.vars().map(|(_, var)| var.clone()).collect();
     let mut optimizers = [
-        AdamW::new(
-            decayed.into_iter().map(|(_, v)| v.clone()).collect(),
-            params(config.weight_decay),
-        )?,
-        AdamW::new(
-            exempt.into_iter().map(|(_, v)| v.clone()).collect(),
-            params(0.0),
-        )?,
+        AdamW::new(group(true), params(config.weight_decay))?,
+        AdamW::new(group(false), params(0.0))?,
     ];
+    let all_vars: Vec<Var> = model.vars().map(|(_, var)| var.clone()).collect();
     let non_embedding_parameters: usize = model
         .vars()
         .filter(|(name, _)| !name.ends_with("_embeddings.weight"))
@@ -363,9 +371,7 @@ pub fn train(
 
     let examples = train_ids.len();
     let steps_per_epoch = examples.div_ceil(config.batch_size) as u64;
-    let max_steps = config
-        .max_steps
-        .unwrap_or(config.epochs * steps_per_epoch);
+    let max_steps = config.max_steps.unwrap_or(config.epochs * steps_per_epoch);
     let num_train_epochs = max_steps.div_ceil(steps_per_epoch);
     on_progress(TrainProgress::Started {
         run_dir: &run_dir,
@@ -419,7 +425,8 @@ pub fn train(
                 }));
                 (interval_loss, interval_steps) = (0.0, 0);
                 let started = Instant::now();
-                let classifier = BertClassifier::load(&model_config, &model.named_tensors(&device))?;
+                let classifier =
+                    BertClassifier::load(&model_config, &model.named_tensors(&device))?;
                 let eval = evaluate(&classifier, &test_probe, &test_classes, &labels)?;
                 state.log_history.push(eval_entry(
                     &eval,

@@ -132,9 +132,7 @@ impl TrainableBert {
         for (name, init) in architecture.parameters() {
             let count: usize = init.shape.iter().product();
             let mut values: Vec<f32> = match init.kind {
-                InitKind::Normal => (0..count)
-                    .map(|_| normal(rng, INITIALIZER_RANGE))
-                    .collect(),
+                InitKind::Normal => (0..count).map(|_| normal(rng, INITIALIZER_RANGE)).collect(),
                 InitKind::Zeros => vec![0.0; count],
                 InitKind::Ones => vec![1.0; count],
             };
@@ -198,11 +196,7 @@ impl TrainableBert {
 
     /// Logits [b, C] for token ids [b, L] (u32) and per-row token counts;
     /// padding positions are masked out of attention as in `BertClassifier`.
-    pub(crate) fn forward(
-        &self,
-        ids: &Tensor,
-        lengths: &[usize],
-    ) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, ids: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
         let a = self.architecture;
         let (size, length) = ids.dims2()?;
         let (hidden, heads) = (a.hidden_size, a.num_attention_heads);
@@ -290,7 +284,7 @@ pub(crate) fn pad_batch(
 mod tests {
     use super::*;
     use crate::checkpoint::ModelConfig;
-    use crate::embed::{BertClassifier, Batch};
+    use crate::embed::{Batch, BertClassifier};
     use rand::SeedableRng;
 
     const TINY: Architecture = Architecture {
@@ -327,7 +321,11 @@ mod tests {
     }
 
     fn sequences() -> Vec<Vec<u32>> {
-        vec![vec![2, 7, 9, 11, 3], vec![2, 40, 3], vec![2, 5, 6, 7, 8, 9, 10, 3]]
+        vec![
+            vec![2, 7, 9, 11, 3],
+            vec![2, 40, 3],
+            vec![2, 5, 6, 7, 8, 9, 10, 3],
+        ]
     }
 
     #[test]

@@ -46,9 +46,7 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<Tokenizer,
         .show_progress(false)
         .build()
         .into();
-    tokenizer
-        .train(&mut trainer, texts.iter())
-        .map_err(error)?;
+    tokenizer.train(&mut trainer, texts.iter()).map_err(error)?;
     for (expected, token) in SPECIAL_TOKENS.iter().enumerate() {
         if tokenizer.token_to_id(token) != Some(expected as u32) {
             return Err(DemoError::Tokenizer(format!(
