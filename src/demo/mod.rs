@@ -7,9 +7,6 @@ mod checkpoint_writer;
 mod model;
 mod wordpiece;
 
-pub use model::Architecture;
-pub use wordpiece::{tokenizer_config, train_tokenizer, PAD_ID, SPECIAL_TOKENS};
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,7 +22,8 @@ use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::checkpoint::ModelConfig;
 use crate::embed::{plan_batches, BertClassifier, EmbedError, TokenizedProbe};
 use checkpoint_writer::{model_config, write_checkpoint, CheckpointFiles};
-use model::{pad_batch, TrainableBert, LAYER_NORM_EPS};
+use model::{pad_batch, Architecture, TrainableBert, LAYER_NORM_EPS};
+use wordpiece::{tokenizer_config, train_tokenizer, PAD_ID, SPECIAL_TOKENS};
 
 const TRAIN_JSONL: &str = include_str!("../../data/debian-sections/train.jsonl");
 const TEST_JSONL: &str = include_str!("../../data/debian-sections/test.jsonl");
@@ -262,6 +260,7 @@ fn label_order(test: &Split, train: &Split) -> Vec<String> {
     labels
 }
 
+/// Every label is in `labels`: `label_order` collected them from both splits.
 fn class_ids(split: &Split, labels: &[String]) -> Vec<usize> {
     split
         .labels
