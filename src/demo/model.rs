@@ -31,7 +31,7 @@ pub(crate) const INITIALIZER_RANGE: f64 = 0.02;
 
 /// Every parameter as a `Var`, by its transformers name.
 pub(crate) struct TrainableBert {
-    pub(crate) architecture: Architecture,
+    architecture: Architecture,
     vars: BTreeMap<String, Var>,
 }
 
@@ -150,7 +150,8 @@ impl TrainableBert {
         self.vars.iter()
     }
 
-    /// The current values, detached from the graph, by name.
+    /// The current values by name, detached from the graph but sharing storage with the
+    /// parameters: the next optimizer step changes them, so use them before it.
     pub(crate) fn snapshot(&self) -> BTreeMap<String, Tensor> {
         self.vars
             .iter()
