@@ -8,6 +8,7 @@ pub mod advise;
 pub mod analyze;
 pub mod checkpoint;
 pub mod config;
+pub mod demo;
 pub mod embed;
 pub mod pipeline;
 pub mod probe;
