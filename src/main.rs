@@ -14,6 +14,7 @@ use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::config::DwellConfig;
+use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{CandleEmbedder, Embedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
@@ -42,6 +43,25 @@ enum Command {
     Watch(WatchArgs),
     /// Redraw report.html from a state directory's report.json and stored embeddings.
     Report(ReportArgs),
+    /// Train a small BERT on the shipped Debian-sections corpus and watch it live:
+    /// the whole product on a real run, no downloads.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the run, the corpus and the state go [default: ./dwell-demo-<unix time>].
+    #[arg(long, env = "DWELL_DEMO_OUT")]
+    out: Option<PathBuf>,
+    /// Slack incoming-webhook URL for the demo's notifications (a secret: never logged).
+    #[arg(long, env = "DWELL_SLACK_WEBHOOK", hide_env_values = true)]
+    slack_webhook: Option<String>,
+    /// Training epochs (48 steps each).
+    #[arg(long, default_value_t = 10)]
+    epochs: u64,
+    /// A checkpoint every this many steps.
+    #[arg(long, default_value_t = 40)]
+    save_steps: u64,
 }
 
 #[derive(Args)]
@@ -154,7 +174,15 @@ struct AnalyzeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(&cli.command, Command::Watch(args) if args.log_json));
+    let default_level = match &cli.command {
+        // The demo shows the watcher at work.
+        Command::Demo(_) => "warn,dwell::watch=info",
+        _ => "warn",
+    };
+    init_tracing(
+        matches!(&cli.command, Command::Watch(args) if args.log_json),
+        default_level,
+    );
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -164,11 +192,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DWELL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -182,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
         Command::Watch(args) => watch(args),
+        Command::Demo(args) => demo(args),
         Command::Report(args) => {
             let (state, _) = StateDir::open_existing(&args.state)?;
             println!("report: {}", rewrite_html(&state)?.display());
@@ -260,6 +290,112 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
         dwell::watch::watch(watch_config, make_embedder, stop_signal()).await
     })?;
     tracing::info!(?exit, "dwell watch exits");
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let out = match args.out {
+        Some(out) => out,
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("dwell-demo-{now}"))
+        }
+    };
+    let mut demo_config = DemoConfig::new(&out);
+    demo_config.epochs = args.epochs;
+    demo_config.save_steps = args.save_steps;
+    let state = out.join("state");
+    let sinks = match WebhookUrl::from_sources(args.slack_webhook.as_deref(), None, None)? {
+        Some(url) => vec![SinkConfig::new("slack", SinkKind::Slack, url)],
+        None => Vec::new(),
+    };
+    let pipeline = PipelineConfig {
+        run_dir: demo_config.run_dir(),
+        probe: demo_config.data_dir().join("test.jsonl"),
+        state_dir: Some(state.clone()),
+        max_len: demo_config.max_len,
+        base_model: None,
+        tokenizer: None,
+        batch_size: 32,
+        analysis: Default::default(),
+        rules: Rules::default(),
+        train: Some(demo_config.data_dir().join("train.jsonl")),
+        settle: Duration::from_millis(500),
+    };
+    let watch_config = WatchConfig {
+        pipeline,
+        poll: Duration::from_secs(1),
+        exit_on_finish: true,
+        sinks,
+        flush_deadline: Duration::from_secs(5),
+    };
+    println!(
+        "dwell demo: training a 2-layer BERT in {} and watching it",
+        out.display()
+    );
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let trainer = std::thread::Builder::new()
+        .name("dwell-demo-train".into())
+        .spawn(move || {
+            let mut started = Some(started_tx);
+            dwell::demo::train(&demo_config, &mut |event| match event {
+                TrainProgress::Started { max_steps, vocab_size, .. } => {
+                    eprintln!("[train] WordPiece vocabulary of {vocab_size} trained; {max_steps} steps to go");
+                    if let Some(started) = started.take() {
+                        let _ = started.send(());
+                    }
+                }
+                TrainProgress::Step { .. } => {}
+                TrainProgress::Saved { step, eval, .. } => eprintln!(
+                    "[train] step {step}: checkpoint written, eval macro F1 {:.3}",
+                    eval.macro_f1
+                ),
+            })
+        })
+        .context("starting the training thread")?;
+    // The watcher starts once the corpus (its probe set) is on disk.
+    if started_rx.recv().is_err() {
+        return match trainer.join() {
+            Ok(Err(error)) => Err(error.into()),
+            _ => Err(anyhow::anyhow!(
+                "the training thread stopped before it started"
+            )),
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let make_embedder = Box::new(|| -> Box<dyn Embedder> {
+            Box::new(CandleEmbedder::new(32).expect("the CPU device always exists"))
+        });
+        dwell::watch::watch(watch_config, make_embedder, stop_signal()).await
+    })?;
+    match trainer.join() {
+        Ok(result) => {
+            result?;
+        }
+        Err(_) => anyhow::bail!("the training thread panicked"),
+    }
+    let (state_dir, _) = StateDir::open_existing(&state)?;
+    let report = dwell::report::read_json(&state_dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out)?;
+    print_f1_table(&mut out, &report)
+        .and_then(|()| print_advice(&mut out, &report))
+        .and_then(|()| {
+            writeln!(
+                out,
+                "report: {}",
+                state.join(dwell::report::HTML_FILE).display()
+            )
+        })
+        .or_else(ignore_broken_pipe)?;
     Ok(())
 }
 
