@@ -11,7 +11,6 @@ use dwell::checkpoint::{
 };
 use dwell::demo::{train, DemoConfig, TrainSummary};
 use dwell::embed::{CandleEmbedder, Embedder, ModelSource, TokenizedProbe};
-use dwell::pipeline::{Pipeline, PipelineConfig};
 
 /// A few steps only: three save points two steps apart.
 fn short_run(out: &Path) -> TrainSummary {
@@ -168,21 +167,20 @@ fn demo_checkpoints_load_like_the_trainer_fixture() {
 fn short_demo_run_through_the_pipeline_to_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let summary = short_run(&dir.path().join("demo"));
-    let config = PipelineConfig {
-        run_dir: summary.run_dir.clone(),
-        probe: summary.probe.clone(),
-        state_dir: Some(dir.path().join("state")),
-        max_len: 64,
-        base_model: None,
-        tokenizer: None,
-        batch_size: 32,
-        analysis: Default::default(),
-        rules: Default::default(),
-        train: Some(summary.train.clone()),
-    };
-    let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
-    let pass = pipeline.embed_pending(&mut |_| {}).unwrap();
-    assert_eq!(pass.embedded, vec![2, 4, 6]);
+    let state = dir.path().join("state");
+    let pipeline = embed_run(
+        &summary.run_dir,
+        &summary.probe,
+        &state,
+        Some(summary.train.clone()),
+    );
+    let stored: Vec<u64> = pipeline
+        .state()
+        .stored_steps()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(stored, vec![2, 4, 6]);
     let report = pipeline.build_report().unwrap();
     let steps: Vec<u64> = report.checkpoints.iter().map(|c| c.step).collect();
     assert_eq!(steps, vec![2, 4, 6]);

@@ -22,23 +22,7 @@ const FIGURES: [&str; 10] = [
 ];
 
 fn analyze_fixture(dir: &Path) -> PathBuf {
-    let state = dir.join("state");
-    let output = dwell()
-        .arg("analyze")
-        .arg(fixtures().join("hf-tiny-run"))
-        .arg("--probe")
-        .arg(probe_path())
-        .arg("--train")
-        .arg(probe_path().with_file_name("train.jsonl"))
-        .args(["--max-len", "64", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (output, state) = common::analyze_fixture(dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("report.html"), "{stdout}");
     state

@@ -4,35 +4,13 @@ mod common;
 
 use common::*;
 use dwell::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
-use dwell::embed::CandleEmbedder;
-use dwell::pipeline::{Pipeline, PipelineConfig};
+use dwell::pipeline::Pipeline;
 use dwell::store::StateDir;
 
 const TOLERANCE: f32 = 1e-4;
 
 fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline {
-    let config = PipelineConfig {
-        run_dir: run_dir.to_path_buf(),
-        probe: probe_path(),
-        state_dir: Some(state.to_path_buf()),
-        max_len: 64,
-        base_model: None,
-        tokenizer: None,
-        batch_size: 32,
-        analysis: Default::default(),
-        rules: Default::default(),
-        train: None,
-        settle: std::time::Duration::ZERO,
-    };
-    let mut pipeline = Pipeline::open(config, Box::new(CandleEmbedder::new(32).unwrap())).unwrap();
-    pipeline
-        .embed_pending(
-            usize::MAX,
-            &std::sync::atomic::AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
-    pipeline
+    embed_run(run_dir, &probe_path(), state, None)
 }
 
 fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, reference_step: u64) {

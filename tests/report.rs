@@ -4,27 +4,6 @@ mod common;
 
 use common::*;
 
-fn analyze_fixture(dir: &std::path::Path) -> (std::process::Output, std::path::PathBuf) {
-    let state = dir.join("state");
-    let output = dwell()
-        .arg("analyze")
-        .arg(fixtures().join("hf-tiny-run"))
-        .arg("--probe")
-        .arg(probe_path())
-        .arg("--train")
-        .arg(probe_path().with_file_name("train.jsonl"))
-        .args(["--max-len", "64", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, state)
-}
-
 /// Numbers rounded so that the snapshot holds across CPUs' last float bits.
 fn rounded(value: serde_json::Value) -> serde_json::Value {
     match value {

@@ -153,6 +153,13 @@ fn a_live_run_with_rotation_is_embedded_once_per_checkpoint() {
         .arg("--exit-on-finish")
         .spawn()
         .unwrap();
+    // Training starts once the daemon holds its lock and has looked at the empty run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("dwell.lock").exists() {
+        assert!(Instant::now() < deadline, "dwell watch did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let trainer = simulate_training(run.clone(), all_steps(), Duration::from_millis(900));
     let (code, logs) = finish(child, Duration::from_secs(120));
     trainer.join().unwrap();
@@ -255,6 +262,7 @@ async fn slack_gets_each_message_once_in_order_and_a_restart_resends_nothing() {
             !logs.contains(SECRET_TOKEN),
             "the webhook URL is in the logs"
         );
+        restart_logs.push_str(&logs);
     }
     let received = server.received();
     let delivered: Vec<String> = received

@@ -42,7 +42,7 @@ pub enum WatchError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
-    Html(#[from] HtmlError),
+    Html(#[from] Box<HtmlError>),
     #[error("{path}: cannot watch: {message}")]
     Watch { path: PathBuf, message: String },
     #[error("the processing thread stopped unexpectedly")]
@@ -178,7 +178,7 @@ impl Processing {
             if first_pass || !summary.embedded.is_empty() || summary.skipped > 0 {
                 let report = pipeline.build_report()?;
                 write_json(&state, &report)?;
-                write_html(&state, &report)?;
+                write_html(&state, &report).map_err(Box::new)?;
                 self.announce_changes(&report, &mut announced, &state)?;
                 first_pass = false;
             }

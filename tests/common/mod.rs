@@ -70,3 +70,57 @@ pub fn dwell() -> std::process::Command {
     command.env("DWELL_LOG", "warn");
     command
 }
+
+/// `dwell analyze` on the fixture run with its training counts, into `dir/state`.
+pub fn analyze_fixture(dir: &std::path::Path) -> (std::process::Output, std::path::PathBuf) {
+    let state = dir.join("state");
+    let output = dwell()
+        .arg("analyze")
+        .arg(fixtures().join("hf-tiny-run"))
+        .arg("--probe")
+        .arg(probe_path())
+        .arg("--train")
+        .arg(probe_path().with_file_name("train.jsonl"))
+        .args(["--max-len", "64", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, state)
+}
+
+/// Opens the pipeline on `run_dir` with the shipped probe set and embeds everything.
+pub fn embed_run(
+    run_dir: &Path,
+    probe: &Path,
+    state: &Path,
+    train: Option<PathBuf>,
+) -> dwell::pipeline::Pipeline {
+    let config = dwell::pipeline::PipelineConfig {
+        run_dir: run_dir.to_path_buf(),
+        probe: probe.to_path_buf(),
+        state_dir: Some(state.to_path_buf()),
+        max_len: 64,
+        base_model: None,
+        tokenizer: None,
+        batch_size: 32,
+        analysis: Default::default(),
+        rules: Default::default(),
+        train,
+        settle: std::time::Duration::ZERO,
+    };
+    let embedder = dwell::embed::CandleEmbedder::new(32).unwrap();
+    let mut pipeline = dwell::pipeline::Pipeline::open(config, Box::new(embedder)).unwrap();
+    pipeline
+        .embed_pending(
+            usize::MAX,
+            &std::sync::atomic::AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+    pipeline
+}
