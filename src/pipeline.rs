@@ -1,4 +1,4 @@
-//! The one pipeline that `analyze` (and later `watch`) drive: validate the probe set,
+//! The one pipeline that `analyze`, `watch` and `demo` drive: validate the probe set,
 //! embed every complete checkpoint not yet stored on the embedding thread, store the
 //! results, and derive the report from what is stored.
 

@@ -34,11 +34,7 @@ fn redraw(state: &Path) {
         .arg(state)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
 }
 
 /// The figures' JSON as embedded in the page.

@@ -85,11 +85,7 @@ pub fn analyze_fixture(dir: &std::path::Path) -> (std::process::Output, std::pat
         .arg(&state)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     (output, state)
 }
 
@@ -123,4 +119,13 @@ pub fn embed_run(
         )
         .unwrap();
     pipeline
+}
+
+/// Fails the test with the command's stderr unless it exited 0.
+pub fn assert_succeeded(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
