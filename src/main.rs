@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use std::path::Path;
 
-use dwell::advise::{Detector, Rules};
+use dwell::advise::Rules;
 use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
@@ -18,10 +18,10 @@ use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{CandleEmbedder, Embedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
-use dwell::report::{rewrite_html, write_html, write_json, Report};
+use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::StateDir;
-use dwell::watch::WatchConfig;
+use dwell::watch::{EmbedderFactory, WatchConfig};
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
 /// tells you which classes need data, which need redefining, and which are fine.
@@ -284,10 +284,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let exit = runtime.block_on(async move {
-        let make_embedder = Box::new(move || -> Box<dyn Embedder> {
-            Box::new(CandleEmbedder::new(batch_size).expect("the CPU device always exists"))
-        });
-        dwell::watch::watch(watch_config, make_embedder, stop_signal()).await
+        dwell::watch::watch(watch_config, candle_embedders(batch_size), stop_signal()).await
     })?;
     tracing::info!(?exit, "dwell watch exits");
     Ok(())
@@ -371,10 +368,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let make_embedder = Box::new(|| -> Box<dyn Embedder> {
-            Box::new(CandleEmbedder::new(32).expect("the CPU device always exists"))
-        });
-        dwell::watch::watch(watch_config, make_embedder, stop_signal()).await
+        dwell::watch::watch(watch_config, candle_embedders(32), stop_signal()).await
     })?;
     match trainer.join() {
         Ok(result) => {
@@ -397,6 +391,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         })
         .or_else(ignore_broken_pipe)?;
     Ok(())
+}
+
+fn candle_embedders(batch_size: usize) -> EmbedderFactory {
+    Box::new(move || {
+        CandleEmbedder::new(batch_size).map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
+    })
 }
 
 /// SIGINT or SIGTERM.
@@ -652,23 +652,12 @@ fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         "{:<10} {:<12} {:<15} {:>8} {:>6} {:>8} {:>9}  most confused with",
         "class", "quadrant", "action", "priority", "F1", "onset", "dwelling"
     )?;
-    let onset_of = |class: &dwell::report::ClassReport| {
-        let dwell = &class.dwell;
-        match advice.detector {
-            Detector::Distance => (dwell.distance.onset_step, dwell.distance.dwell_fraction),
-            Detector::Straightness => (
-                dwell.straightness.onset_step,
-                dwell.straightness.dwell_fraction,
-            ),
-            Detector::Relative => (dwell.relative.onset_step, dwell.relative.dwell_fraction),
-        }
-    };
     for class in &report.classes {
         let recommendation = report
             .recommendations
             .iter()
             .find(|r| r.class == class.label);
-        let (onset, fraction) = onset_of(class);
+        let (onset, fraction) = class.dwell_under(advice.detector);
         let confused = recommendation
             .and_then(|r| r.evidence.most_confused_with.as_ref())
             .map_or(String::new(), |c| {
@@ -678,8 +667,8 @@ fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             out,
             "{:<10} {:<12} {:<15} {:>8} {:>6} {:>8} {:>9}  {}",
             truncate(&class.label, 10),
-            snake(&class.quadrant),
-            snake(&class.action),
+            serde_name(&class.quadrant),
+            serde_name(&class.action),
             recommendation
                 .and_then(|r| r.priority)
                 .map_or("-".into(), |p| p.to_string()),
@@ -693,14 +682,6 @@ fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         writeln!(out, "- {}", recommendation.message)?;
     }
     Ok(())
-}
-
-/// The serde name of an enum value, as the report writes it.
-fn snake(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn truncate(label: &str, width: usize) -> String {

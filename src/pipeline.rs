@@ -125,6 +125,7 @@ pub struct Pipeline {
     train_counts: Option<BTreeMap<String, usize>>,
     /// Weight-file fingerprints (size, mtime) by step, and since when they are unchanged.
     settling: HashMap<u64, (Vec<(u64, std::time::SystemTime)>, Instant)>,
+    scored: BTreeMap<u64, ScoredCheckpoint>,
 }
 
 impl Pipeline {
@@ -168,6 +169,7 @@ impl Pipeline {
             latest_trainer_state: None,
             train_counts,
             settling: HashMap::new(),
+            scored: BTreeMap::new(),
         })
     }
 
@@ -336,7 +338,6 @@ impl Pipeline {
                 }
             }
         }
-        summary.embedded.sort_unstable();
         Ok(summary)
     }
 
@@ -479,40 +480,20 @@ impl Pipeline {
     }
 
     /// The report from everything stored: per-checkpoint F1 from the stored logits.
-    pub fn build_report(&self) -> Result<Report, PipelineError> {
-        let names = &self.labels.names;
-        let mut checkpoints = Vec::new();
-        let mut latest_confusion = None;
-        for step in self.state.stored_steps()? {
-            let stored = self.state.read_embeddings(step)?;
-            let mut scores = None;
-            if let Some(logits) = &stored.logits {
-                let predicted = predictions(logits, stored.num_labels);
-                let matrix = ConfusionMatrix::new(&self.probe_labels, &predicted, names.len());
-                let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
-                let accuracy = correct as f64 / predicted.len().max(1) as f64;
-                scores = Some((matrix.scores(), accuracy));
-                latest_confusion = Some(matrix);
+    pub fn build_report(&mut self) -> Result<Report, PipelineError> {
+        let stored_steps = self.state.stored_steps()?;
+        // Stored embeddings never change, so each checkpoint is scored once per process.
+        for &step in &stored_steps {
+            if !self.scored.contains_key(&step) {
+                let scored = self.score(step)?;
+                self.scored.insert(step, scored);
             }
-            let is_base = step == 0 && self.config.base_model.is_some();
-            checkpoints.push(CheckpointSummary {
-                step,
-                source: if is_base {
-                    "base model".into()
-                } else {
-                    format!("checkpoint-{step}")
-                },
-                macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
-                accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
-                per_class_f1: scores.as_ref().map(|(s, _)| {
-                    names
-                        .iter()
-                        .zip(s)
-                        .map(|(name, score)| (name.clone(), score.f1))
-                        .collect()
-                }),
-            });
         }
+        let names = &self.labels.names;
+        let scored: Vec<&ScoredCheckpoint> = stored_steps.iter().map(|s| &self.scored[s]).collect();
+        let checkpoints: Vec<CheckpointSummary> =
+            scored.iter().map(|s| s.summary.clone()).collect();
+        let latest_confusion = scored.iter().rev().find_map(|s| s.confusion.as_ref());
         let steps: Vec<u64> = checkpoints.iter().map(|c| c.step).collect();
         let analysis = if steps.is_empty() {
             None
@@ -535,7 +516,8 @@ impl Pipeline {
             self.advise(
                 analysis,
                 &checkpoints,
-                latest_confusion.as_ref(),
+                latest_confusion,
+                &counts,
                 trainer_state.and_then(|s| s.max_steps),
             )
         });
@@ -624,12 +606,47 @@ impl Pipeline {
         })
     }
 
+    /// Per-class F1 of one stored checkpoint from its logits (none for a base model).
+    fn score(&self, step: u64) -> Result<ScoredCheckpoint, PipelineError> {
+        let names = &self.labels.names;
+        let stored = self.state.read_embeddings(step)?;
+        let confusion = stored.logits.as_ref().map(|logits| {
+            let predicted = predictions(logits, stored.num_labels);
+            ConfusionMatrix::new(&self.probe_labels, &predicted, names.len())
+        });
+        let scores = confusion.as_ref().map(|matrix| {
+            let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
+            let accuracy = correct as f64 / self.probe_labels.len().max(1) as f64;
+            (matrix.scores(), accuracy)
+        });
+        let is_base = step == 0 && self.config.base_model.is_some();
+        let summary = CheckpointSummary {
+            step,
+            source: if is_base {
+                "base model".into()
+            } else {
+                format!("checkpoint-{step}")
+            },
+            macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
+            accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
+            per_class_f1: scores.as_ref().map(|(s, _)| {
+                names
+                    .iter()
+                    .zip(s)
+                    .map(|(name, score)| (name.clone(), score.f1))
+                    .collect()
+            }),
+        };
+        Ok(ScoredCheckpoint { summary, confusion })
+    }
+
     /// The strategy matrix over the stored evidence (SPEC §5).
     fn advise(
         &self,
         analysis: &TrajectoryAnalysis,
         checkpoints: &[CheckpointSummary],
         latest_confusion: Option<&ConfusionMatrix>,
+        counts: &BTreeMap<String, usize>,
         max_steps: Option<u64>,
     ) -> Advice {
         let names = &self.labels.names;
@@ -637,7 +654,6 @@ impl Pipeline {
             .iter()
             .filter(|c| c.per_class_f1.is_some())
             .collect();
-        let counts = class_counts(&self.probe_labels, names);
         let classes: Vec<ClassEvidenceInput> = analysis
             .classes
             .iter()
@@ -689,6 +705,12 @@ impl Pipeline {
         };
         advise(&self.config.rules, &run, &classes)
     }
+}
+
+struct ScoredCheckpoint {
+    summary: CheckpointSummary,
+    /// `None` for a model without a classification head.
+    confusion: Option<ConfusionMatrix>,
 }
 
 /// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a

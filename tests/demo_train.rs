@@ -168,7 +168,7 @@ fn short_demo_run_through_the_pipeline_to_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let summary = short_run(&dir.path().join("demo"));
     let state = dir.path().join("state");
-    let pipeline = embed_run(
+    let mut pipeline = embed_run(
         &summary.run_dir,
         &summary.probe,
         &state,

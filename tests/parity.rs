@@ -54,7 +54,7 @@ fn every_tiny_run_checkpoint_matches_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let steps: Vec<u64> = (1..=12).map(|i| i * 40).collect();
     let run = tiny_run_with(&steps, dir.path());
-    let pipeline = run_pipeline(&run, &dir.path().join("state"));
+    let mut pipeline = run_pipeline(&run, &dir.path().join("state"));
     let state = pipeline.state().clone();
     assert_eq!(
         state

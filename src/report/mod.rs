@@ -131,6 +131,34 @@ pub struct SkippedCheckpoint {
     pub reason: String,
 }
 
+impl ClassReport {
+    /// The class dwell onset step and dwell fraction under `detector`.
+    pub fn dwell_under(&self, detector: Detector) -> (Option<u64>, Option<f64>) {
+        match detector {
+            Detector::Distance => (
+                self.dwell.distance.onset_step,
+                self.dwell.distance.dwell_fraction,
+            ),
+            Detector::Straightness => (
+                self.dwell.straightness.onset_step,
+                self.dwell.straightness.dwell_fraction,
+            ),
+            Detector::Relative => (
+                self.dwell.relative.onset_step,
+                self.dwell.relative.dwell_fraction,
+            ),
+        }
+    }
+}
+
+/// The name an enum value has in `report.json` (e.g. `early_low`).
+pub fn serde_name(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 pub fn write_json(state: &StateDir, report: &Report) -> Result<PathBuf, StoreError> {
     let json = serde_json::to_vec_pretty(report).expect("the report serialises");
     state.write_file(REPORT_FILE, &json)

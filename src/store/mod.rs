@@ -233,11 +233,7 @@ impl StateDir {
             if view.dtype() != Dtype::F32 {
                 return Err(corrupt(format!("{name} is not float32")));
             }
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values = f32_from_le_bytes(view.data());
             Ok(Some((values, *rows, *columns)))
         };
         let (cls, rows, hidden) = matrix("cls")?.ok_or_else(|| corrupt("no cls tensor".into()))?;
@@ -297,6 +293,14 @@ impl StateLock {
             Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path)(e)),
         }
     }
+}
+
+/// Little-endian float32 data, as safetensors stores it.
+pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::advise::{diff, Detector, Recommendation};
-use crate::report::{ClassReport, Report};
+use crate::advise::{diff, Recommendation};
+use crate::report::{serde_name, Report};
 use crate::sinks::{
     Change, ChangeLine, ClassLine, Notification, NotificationKind, RecommendationLine,
 };
@@ -83,7 +83,7 @@ pub fn notification_for(
                 quadrant: serde_name(&class.quadrant),
                 action: serde_name(&class.action),
                 f1: class.f1,
-                onset: detector.and_then(|d| onset(class, d)),
+                onset: detector.and_then(|d| class.dwell_under(d).0),
             })
             .collect(),
         recommendations: report
@@ -101,19 +101,4 @@ pub fn notification_for(
         changes,
         report_path: state.root().join("report.json").display().to_string(),
     }
-}
-
-fn onset(class: &ClassReport, detector: Detector) -> Option<u64> {
-    match detector {
-        Detector::Distance => class.dwell.distance.onset_step,
-        Detector::Straightness => class.dwell.straightness.onset_step,
-        Detector::Relative => class.dwell.relative.onset_step,
-    }
-}
-
-fn serde_name(value: &impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

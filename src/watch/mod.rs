@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use notify::Watcher;
 
-use crate::embed::Embedder;
+use crate::embed::{EmbedError, Embedder};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Progress};
 use crate::report::{write_html, write_json, HtmlError, Report};
 use crate::sinks::{SinkConfig, SinkError, SinkHandle};
@@ -40,6 +40,8 @@ pub enum WatchError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
     Html(#[from] Box<HtmlError>),
@@ -60,7 +62,7 @@ pub enum WatchExit {
 /// Runs until the run finishes (with `exit_on_finish`) or `shutdown` completes.
 pub async fn watch(
     config: WatchConfig,
-    make_embedder: Box<dyn FnMut() -> Box<dyn Embedder> + Send>,
+    make_embedder: EmbedderFactory,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<WatchExit, WatchError> {
     let state_dir = config.pipeline.state_dir();
@@ -152,6 +154,9 @@ fn watch_run_dir(
     }
 }
 
+/// Makes the model side for the pipeline once the run has a checkpoint to open.
+pub type EmbedderFactory = Box<dyn FnMut() -> Result<Box<dyn Embedder>, EmbedError> + Send>;
+
 type ProcessingResult = Result<(WatchExit, Vec<SinkHandle>), WatchError>;
 
 struct Processing {
@@ -161,7 +166,7 @@ struct Processing {
     stop: Arc<AtomicBool>,
     woken: Receiver<()>,
     sinks: Vec<SinkHandle>,
-    make_embedder: Box<dyn FnMut() -> Box<dyn Embedder> + Send>,
+    make_embedder: EmbedderFactory,
 }
 
 impl Processing {
@@ -171,26 +176,25 @@ impl Processing {
         };
         let state = pipeline.state().clone();
         let mut announced = Announced::load(&state)?;
-        let mut first_pass = true;
+        let mut latest_report: Option<Report> = None;
         loop {
             // One checkpoint per pass: the report and the advice follow every checkpoint.
             let summary = pipeline.embed_pending(1, &self.stop, &mut log_progress)?;
-            if first_pass || !summary.embedded.is_empty() || summary.skipped > 0 {
+            if latest_report.is_none() || !summary.embedded.is_empty() || summary.skipped > 0 {
                 let report = pipeline.build_report()?;
                 write_json(&state, &report)?;
                 write_html(&state, &report).map_err(Box::new)?;
                 self.announce_changes(&report, &mut announced, &state)?;
-                first_pass = false;
+                latest_report = Some(report);
             }
             let all_done = summary.settling == 0
                 && summary.incomplete == 0
                 && summary.deferred == 0
                 && !summary.interrupted;
             if pipeline.run_finished() && all_done {
-                if !announced.finished {
-                    let report = pipeline.build_report()?;
+                if let (false, Some(report)) = (announced.finished, &latest_report) {
                     self.send_all(notification_for(
-                        &report,
+                        report,
                         crate::sinks::NotificationKind::RunFinished,
                         Vec::new(),
                         &state,
@@ -229,7 +233,8 @@ impl Processing {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            match Pipeline::open(self.pipeline_config.clone(), (self.make_embedder)()) {
+            let embedder = (self.make_embedder)()?;
+            match Pipeline::open(self.pipeline_config.clone(), embedder) {
                 Ok(pipeline) => return Ok(Some(pipeline)),
                 Err(PipelineError::NoCheckpoint(run)) => {
                     if !told {

@@ -47,11 +47,7 @@ pub fn reference() -> HashMap<String, (Vec<f32>, Vec<usize>)> {
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values = dwell::store::f32_from_le_bytes(view.data());
             (name, (values, view.shape().to_vec()))
         })
         .collect()
