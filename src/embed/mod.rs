@@ -187,6 +187,22 @@ impl Embedder for CandleEmbedder {
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError> {
         let bert = self.load_model(model)?;
+        self.embed_loaded(&bert, probe)
+    }
+}
+
+impl CandleEmbedder {
+    /// The padded batches this embedder computes for `probe`.
+    pub fn batches(&self, probe: &TokenizedProbe) -> Vec<Batch> {
+        plan_batches(probe, self.batch_size, 0)
+    }
+
+    /// Embeds `probe` with a model already loaded by [`CandleEmbedder::load_model`].
+    pub fn embed_loaded(
+        &self,
+        bert: &BertClassifier,
+        probe: &TokenizedProbe,
+    ) -> Result<Embeddings, EmbedError> {
         if probe.longest() > bert.max_positions() {
             return Err(EmbedError::TooLong {
                 max_len: probe.longest(),
@@ -198,7 +214,7 @@ impl Embedder for CandleEmbedder {
         let examples = probe.ids.len();
         let mut cls = vec![0f32; examples * hidden];
         let mut logits = bert.num_labels().map(|c| vec![0f32; examples * c]);
-        for batch in plan_batches(probe, self.batch_size, 0) {
+        for batch in self.batches(probe) {
             let output = bert.forward(&batch)?;
             scatter_rows(&mut cls, hidden, &batch.rows, &output.cls)?;
             if let (Some(all), Some(batch_logits)) = (logits.as_mut(), output.logits.as_ref()) {
