@@ -15,7 +15,7 @@ use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
-use dwell::embed::{CandleEmbedder, Embedder};
+use dwell::embed::{Embedder, ModelEmbedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
@@ -395,7 +395,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 fn candle_embedders(batch_size: usize) -> EmbedderFactory {
     Box::new(move || {
-        CandleEmbedder::new(batch_size).map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
+        ModelEmbedder::new(batch_size).map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
     })
 }
 
@@ -539,7 +539,7 @@ fn percent(share: Option<f64>) -> String {
 fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let file_config = load_config(args.config.as_deref())?;
     let config = pipeline_config(args, &file_config, Duration::ZERO)?;
-    let embedder = CandleEmbedder::new(config.batch_size).context("starting the model runtime")?;
+    let embedder = ModelEmbedder::new(config.batch_size).context("starting the model runtime")?;
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} checkpoints {elapsed}")

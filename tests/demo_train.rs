@@ -10,7 +10,7 @@ use dwell::checkpoint::{
     discover, load_tokenizer, Completeness, ModelConfig, TokenizerSource, WeightFiles,
 };
 use dwell::demo::{train, DemoConfig, TrainSummary};
-use dwell::embed::{CandleEmbedder, Embedder, ModelSource, TokenizedProbe};
+use dwell::embed::{Embedder, ModelEmbedder, ModelSource, TokenizedProbe};
 
 /// A few steps only: three save points two steps apart.
 fn short_run(out: &Path) -> TrainSummary {
@@ -143,7 +143,7 @@ fn demo_checkpoints_load_like_the_trainer_fixture() {
     let probe = dwell::probe::load_probe(&summary.probe).unwrap();
     let texts: Vec<String> = probe.examples.iter().map(|e| e.text.clone()).collect();
     let tokenized = TokenizedProbe::new(&tokenizer, &texts, source.path()).unwrap();
-    let mut embedder = CandleEmbedder::new(32).unwrap();
+    let mut embedder = ModelEmbedder::new(32).unwrap();
     let model = ModelSource {
         dir: checkpoint.path.clone(),
         config,

@@ -4,16 +4,23 @@ mod common;
 
 use common::*;
 use dwell::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use dwell::embed::Backend;
 use dwell::pipeline::Pipeline;
 use dwell::store::StateDir;
 
 const TOLERANCE: f32 = 1e-4;
 
-fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path) -> Pipeline {
-    embed_run(run_dir, &probe_path(), state, None)
+fn run_pipeline(run_dir: &std::path::Path, state: &std::path::Path, backend: Backend) -> Pipeline {
+    embed_run_on(run_dir, &probe_path(), state, None, backend)
 }
 
-fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, reference_step: u64) {
+fn assert_matches_reference(
+    state: &StateDir,
+    pipeline: &Pipeline,
+    backend: Backend,
+    step: u64,
+    reference_step: u64,
+) {
     let reference = reference();
     let stored = state.read_embeddings(step).unwrap();
     let (cls, cls_shape) = &reference[&format!("step-{reference_step}.cls")];
@@ -22,14 +29,15 @@ fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, re
     assert_eq!(stored.hidden, 64);
     let cls_error = max_abs_difference(&stored.cls, cls);
     let logits_error = max_abs_difference(stored.logits.as_ref().unwrap(), logits);
-    eprintln!("step {step}: max |cls - torch| = {cls_error:.2e}, max |logits - torch| = {logits_error:.2e}");
+    let backend = backend.name();
+    eprintln!("{backend} step {step}: max |cls - torch| = {cls_error:.2e}, max |logits - torch| = {logits_error:.2e}");
     assert!(
         cls_error <= TOLERANCE,
-        "step {step}: cls differs by {cls_error}"
+        "{backend} step {step}: cls differs by {cls_error}"
     );
     assert!(
         logits_error <= TOLERANCE,
-        "step {step}: logits differ by {logits_error}"
+        "{backend} step {step}: logits differ by {logits_error}"
     );
 
     let classes = logits_shape[1];
@@ -45,16 +53,22 @@ fn assert_matches_reference(state: &StateDir, pipeline: &Pipeline, step: u64, re
     assert_eq!(
         f1(stored.logits.as_ref().unwrap()),
         f1(logits),
-        "step {step}: F1"
+        "{backend} step {step}: F1"
     );
 }
 
 #[test]
-fn every_tiny_run_checkpoint_matches_pytorch() {
+fn every_tiny_run_checkpoint_matches_pytorch_on_every_backend() {
+    for backend in available_backends() {
+        every_tiny_run_checkpoint_matches_pytorch(backend);
+    }
+}
+
+fn every_tiny_run_checkpoint_matches_pytorch(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let steps: Vec<u64> = (1..=12).map(|i| i * 40).collect();
     let run = tiny_run_with(&steps, dir.path());
-    let mut pipeline = run_pipeline(&run, &dir.path().join("state"));
+    let mut pipeline = run_pipeline(&run, &dir.path().join("state"), backend);
     let state = pipeline.state().clone();
     assert_eq!(
         state
@@ -65,7 +79,7 @@ fn every_tiny_run_checkpoint_matches_pytorch() {
         steps
     );
     for step in steps {
-        assert_matches_reference(&state, &pipeline, step, step);
+        assert_matches_reference(&state, &pipeline, backend, step, step);
     }
     // The report's F1 is the Trainer's own evaluation on the same texts.
     let report = pipeline.build_report().unwrap();
@@ -91,14 +105,20 @@ fn run_of_model(model_dir: &str, into: &std::path::Path) -> std::path::PathBuf {
 fn legacy_pickle_weights_with_vocab_txt_match_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_of_model("legacy-model", dir.path());
-    let pipeline = run_pipeline(&run, &dir.path().join("state"));
-    assert_matches_reference(&pipeline.state().clone(), &pipeline, 480, 480);
+    for backend in available_backends() {
+        let state = dir.path().join(format!("state-{}", backend.name()));
+        let pipeline = run_pipeline(&run, &state, backend);
+        assert_matches_reference(&pipeline.state().clone(), &pipeline, backend, 480, 480);
+    }
 }
 
 #[test]
 fn sharded_safetensors_match_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_of_model("sharded-model", dir.path());
-    let pipeline = run_pipeline(&run, &dir.path().join("state"));
-    assert_matches_reference(&pipeline.state().clone(), &pipeline, 480, 480);
+    for backend in available_backends() {
+        let state = dir.path().join(format!("state-{}", backend.name()));
+        let pipeline = run_pipeline(&run, &state, backend);
+        assert_matches_reference(&pipeline.state().clone(), &pipeline, backend, 480, 480);
+    }
 }

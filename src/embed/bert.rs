@@ -5,29 +5,33 @@
 //! `BertForSequenceClassification`, one fused QKV matmul per layer, and a last layer
 //! that computes only the `[CLS]` row (the only position anything downstream reads).
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{Device, IndexOp, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
+use super::tensors::NamedTensors;
 use super::{Batch, BatchOutput, EmbedError};
 use crate::checkpoint::ModelConfig;
 
 #[derive(Debug, Clone, Copy)]
-enum Activation {
+pub(crate) enum Activation {
     GeluErf,
     GeluTanh,
     Relu,
 }
 
 impl Activation {
-    fn from_config(name: &str) -> Option<Self> {
+    pub(crate) fn from_config(name: &str) -> Result<Self, EmbedError> {
         match name {
             "gelu" => Some(Activation::GeluErf),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
             "relu" => Some(Activation::Relu),
             _ => None,
         }
+        .ok_or_else(|| {
+            EmbedError::Unsupported(format!(
+                "hidden_act {name:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
+            ))
+        })
     }
 
     fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
@@ -68,83 +72,9 @@ pub struct BertClassifier {
     device: Device,
 }
 
-/// Named tensors of one checkpoint, with errors that say which tensor is missing or wrong.
-pub struct NamedTensors {
-    tensors: HashMap<String, Tensor>,
-    source: String,
-    device: Device,
-}
-
-impl NamedTensors {
-    pub fn new(tensors: HashMap<String, Tensor>, source: String, device: &Device) -> Self {
-        Self {
-            tensors,
-            source,
-            device: device.clone(),
-        }
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, EmbedError> {
-        let tensor = self.tensors.get(name).ok_or_else(|| EmbedError::Weights {
-            path: self.source.clone(),
-            message: format!("tensor {name} is missing"),
-        })?;
-        if tensor.dims() != shape {
-            return Err(EmbedError::Weights {
-                path: self.source.clone(),
-                message: format!(
-                    "tensor {name} has shape {:?}, config.json implies {shape:?}",
-                    tensor.dims()
-                ),
-            });
-        }
-        tensor
-            .to_dtype(DType::F32)
-            .and_then(|t| t.to_device(&self.device))
-            .map_err(|e| self.candle(e))
-    }
-
-    fn linear(&self, prefix: &str, out_dim: usize, in_dim: usize) -> Result<Linear, EmbedError> {
-        Ok(Linear::new(
-            self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-            Some(self.get(&format!("{prefix}.bias"), &[out_dim])?),
-        ))
-    }
-
-    fn layer_norm(&self, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm, EmbedError> {
-        // Old TensorFlow-converted checkpoints name the parameters gamma/beta.
-        let (weight, bias) = if self.contains(&format!("{prefix}.weight")) {
-            ("weight", "bias")
-        } else {
-            ("gamma", "beta")
-        };
-        Ok(LayerNorm::new(
-            self.get(&format!("{prefix}.{weight}"), &[dim])?,
-            self.get(&format!("{prefix}.{bias}"), &[dim])?,
-            eps,
-        ))
-    }
-
-    fn candle(&self, error: candle_core::Error) -> EmbedError {
-        EmbedError::Weights {
-            path: self.source.clone(),
-            message: error.to_string(),
-        }
-    }
-}
-
 impl BertClassifier {
     pub fn load(config: &ModelConfig, tensors: &NamedTensors) -> Result<Self, EmbedError> {
-        let activation = Activation::from_config(&config.hidden_act).ok_or_else(|| {
-            EmbedError::Unsupported(format!(
-                "hidden_act {:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)",
-                config.hidden_act
-            ))
-        })?;
+        let activation = Activation::from_config(&config.hidden_act)?;
         // BertForSequenceClassification nests the encoder under `bert.`; a bare BertModel does not.
         let base = if tensors.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
@@ -201,11 +131,7 @@ impl BertClassifier {
                 )?,
             });
         }
-        let head = match tensors
-            .tensors
-            .get("classifier.weight")
-            .map(|t| t.dims()[0])
-        {
+        let head = match tensors.rows_of("classifier.weight") {
             Some(num_labels) => Some(ClassifierHead {
                 pooler: tensors.linear(&format!("{base}pooler.dense"), hidden, hidden)?,
                 classifier: tensors.linear("classifier", num_labels, hidden)?,
@@ -235,7 +161,7 @@ impl BertClassifier {
             head_dim: hidden / config.num_attention_heads,
             hidden_size: hidden,
             max_positions: config.max_position_embeddings,
-            device: tensors.device.clone(),
+            device: tensors.device().clone(),
         })
     }
 

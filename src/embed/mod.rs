@@ -2,18 +2,23 @@
 //! and the model behind a small synchronous trait that runs on its own thread.
 
 mod bert;
+#[cfg(target_arch = "x86_64")]
+mod cpu;
+mod tensors;
 mod worker;
 
-pub use bert::{BertClassifier, NamedTensors};
+pub use bert::BertClassifier;
+pub use tensors::NamedTensors;
 pub use worker::{EmbedJob, EmbedWorker, JobOutcome};
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
 use crate::checkpoint::{CheckpointError, ModelConfig, WeightFiles};
+
+use bert::Activation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -150,71 +155,176 @@ pub trait Embedder: Send {
     ) -> Result<Embeddings, EmbedError>;
 }
 
-/// Embeds with candle on the CPU (or a CUDA device when built with `--features cuda`).
-pub struct CandleEmbedder {
-    device: Device,
-    batch_size: usize,
+/// Which kernels compute the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Our AVX-512 kernels: unpadded token packing, weights packed once per checkpoint.
+    Avx512,
+    /// candle's kernels: any CPU, or an NVIDIA GPU when built with `--features cuda`.
+    Candle,
 }
 
-impl CandleEmbedder {
+impl Backend {
+    /// The fastest backend this build and CPU can run.
+    pub fn best_available() -> Self {
+        if cfg!(feature = "cuda") || !avx512_supported() {
+            Backend::Candle
+        } else {
+            Backend::Avx512
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Avx512 => "avx512",
+            Backend::Candle if cfg!(feature = "cuda") => "candle-cuda",
+            Backend::Candle => "candle-cpu",
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_supported() -> bool {
+    cpu::supported()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_supported() -> bool {
+    false
+}
+
+/// A checkpoint loaded for one backend.
+pub enum LoadedModel {
+    Candle(BertClassifier),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Box<cpu::CpuBert>),
+}
+
+impl LoadedModel {
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            LoadedModel::Candle(model) => model.hidden_size(),
+            #[cfg(target_arch = "x86_64")]
+            LoadedModel::Avx512(model) => model.hidden_size(),
+        }
+    }
+
+    pub fn num_labels(&self) -> Option<usize> {
+        match self {
+            LoadedModel::Candle(model) => model.num_labels(),
+            #[cfg(target_arch = "x86_64")]
+            LoadedModel::Avx512(model) => model.num_labels(),
+        }
+    }
+
+    pub fn max_positions(&self) -> usize {
+        match self {
+            LoadedModel::Candle(model) => model.max_positions(),
+            #[cfg(target_arch = "x86_64")]
+            LoadedModel::Avx512(model) => model.max_positions(),
+        }
+    }
+}
+
+/// Embeds checkpoints with the best backend available: our AVX-512 kernels on CPUs
+/// that have it, candle's kernels elsewhere and on the GPU (`--features cuda`).
+pub struct ModelEmbedder {
+    device: Device,
+    batch_size: usize,
+    backend: Backend,
+}
+
+impl ModelEmbedder {
     pub fn new(batch_size: usize) -> Result<Self, EmbedError> {
+        Self::with_backend(batch_size, Backend::best_available())
+    }
+
+    /// An embedder on the given backend; an error if this build or CPU cannot run it.
+    pub fn with_backend(batch_size: usize, backend: Backend) -> Result<Self, EmbedError> {
+        if backend == Backend::Avx512 && !avx512_supported() {
+            return Err(EmbedError::Unsupported(
+                "the avx512 backend needs an x86-64 CPU with AVX-512F, AVX-512DQ and FMA".into(),
+            ));
+        }
+        let device = match backend {
+            Backend::Avx512 => Device::Cpu,
+            Backend::Candle => default_device()?,
+        };
         Ok(Self {
-            device: default_device()?,
+            device,
             batch_size,
+            backend,
         })
     }
 
-    pub fn load_model(&self, model: &ModelSource) -> Result<BertClassifier, EmbedError> {
-        let tensors = read_weights(&model.weights, &self.device)?;
-        BertClassifier::load(&model.config, &tensors)
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
-}
 
-#[cfg(feature = "cuda")]
-fn default_device() -> Result<Device, EmbedError> {
-    Ok(Device::new_cuda(0)?)
-}
+    pub fn load_model(&self, model: &ModelSource) -> Result<LoadedModel, EmbedError> {
+        let tensors = NamedTensors::open(&model.weights, &self.device)?;
+        match self.backend {
+            Backend::Candle => Ok(LoadedModel::Candle(BertClassifier::load(
+                &model.config,
+                &tensors,
+            )?)),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => {
+                let activation = Activation::from_config(&model.config.hidden_act)?;
+                Ok(LoadedModel::Avx512(Box::new(cpu::CpuBert::load(
+                    &model.config,
+                    &tensors,
+                    activation,
+                )?)))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Avx512 => unreachable!("with_backend refuses avx512 off x86-64"),
+        }
+    }
 
-#[cfg(not(feature = "cuda"))]
-fn default_device() -> Result<Device, EmbedError> {
-    Ok(Device::Cpu)
-}
+    /// The share of the positions computed that are padding: candle pads each
+    /// length-sorted batch to its longest text; the avx512 backend packs tokens unpadded.
+    pub fn padding_share(&self, probe: &TokenizedProbe) -> f64 {
+        let computed: usize = match self.backend {
+            Backend::Avx512 => return 0.0,
+            Backend::Candle => plan_batches(probe, self.batch_size, 0)
+                .iter()
+                .map(|batch| batch.rows.len() * batch.padded_length)
+                .sum(),
+        };
+        1.0 - probe.token_count() as f64 / computed.max(1) as f64
+    }
 
-impl Embedder for CandleEmbedder {
-    fn embed(
-        &mut self,
-        model: &ModelSource,
+    /// Embeds `probe` with a model already loaded by [`ModelEmbedder::load_model`].
+    pub fn embed_loaded(
+        &self,
+        model: &LoadedModel,
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError> {
-        let bert = self.load_model(model)?;
-        self.embed_loaded(&bert, probe)
+        if probe.longest() > model.max_positions() {
+            return Err(EmbedError::TooLong {
+                max_len: probe.longest(),
+                max_positions: model.max_positions(),
+            });
+        }
+        match model {
+            LoadedModel::Candle(bert) => self.embed_with_candle(bert, probe),
+            #[cfg(target_arch = "x86_64")]
+            LoadedModel::Avx512(bert) => bert.embed(probe),
+        }
     }
-}
 
-impl CandleEmbedder {
-    /// The padded batches this embedder computes for `probe`.
-    pub fn batches(&self, probe: &TokenizedProbe) -> Vec<Batch> {
-        plan_batches(probe, self.batch_size, 0)
-    }
-
-    /// Embeds `probe` with a model already loaded by [`CandleEmbedder::load_model`].
-    pub fn embed_loaded(
+    fn embed_with_candle(
         &self,
         bert: &BertClassifier,
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError> {
-        if probe.longest() > bert.max_positions() {
-            return Err(EmbedError::TooLong {
-                max_len: probe.longest(),
-                max_positions: bert.max_positions(),
-            });
-        }
         let hidden = bert.hidden_size();
         let num_labels = bert.num_labels().unwrap_or(0);
         let examples = probe.ids.len();
         let mut cls = vec![0f32; examples * hidden];
         let mut logits = bert.num_labels().map(|c| vec![0f32; examples * c]);
-        for batch in self.batches(probe) {
+        for batch in plan_batches(probe, self.batch_size, 0) {
             let output = bert.forward(&batch)?;
             scatter_rows(&mut cls, hidden, &batch.rows, &output.cls)?;
             if let (Some(all), Some(batch_logits)) = (logits.as_mut(), output.logits.as_ref()) {
@@ -230,6 +340,27 @@ impl CandleEmbedder {
     }
 }
 
+#[cfg(feature = "cuda")]
+fn default_device() -> Result<Device, EmbedError> {
+    Ok(Device::new_cuda(0)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn default_device() -> Result<Device, EmbedError> {
+    Ok(Device::Cpu)
+}
+
+impl Embedder for ModelEmbedder {
+    fn embed(
+        &mut self,
+        model: &ModelSource,
+        probe: &TokenizedProbe,
+    ) -> Result<Embeddings, EmbedError> {
+        let loaded = self.load_model(model)?;
+        self.embed_loaded(&loaded, probe)
+    }
+}
+
 fn scatter_rows(
     target: &mut [f32],
     width: usize,
@@ -242,59 +373,6 @@ fn scatter_rows(
             .copy_from_slice(&values[row * width..(row + 1) * width]);
     }
     Ok(())
-}
-
-/// Reads every weight tensor. Safetensors are memory-mapped; the values are copied
-/// into the model at load, so the Trainer deleting the files afterwards is harmless.
-fn read_weights(weights: &WeightFiles, device: &Device) -> Result<NamedTensors, EmbedError> {
-    let weight_error = |path: &std::path::Path, e: candle_core::Error| EmbedError::Weights {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let check_exists = |path: &std::path::Path| {
-        if path.exists() {
-            Ok(())
-        } else {
-            Err(EmbedError::Checkpoint(CheckpointError::Vanished {
-                path: path.to_path_buf(),
-            }))
-        }
-    };
-    let mut tensors = HashMap::new();
-    let source;
-    match weights {
-        WeightFiles::Safetensors(path) => {
-            check_exists(path)?;
-            source = path.display().to_string();
-            tensors = load_safetensors(path).map_err(|e| weight_error(path, e))?;
-        }
-        WeightFiles::ShardedSafetensors { index, shards } => {
-            source = index.display().to_string();
-            for shard in shards {
-                check_exists(shard)?;
-                tensors.extend(load_safetensors(shard).map_err(|e| weight_error(shard, e))?);
-            }
-        }
-        WeightFiles::Pickle(path) => {
-            check_exists(path)?;
-            source = path.display().to_string();
-            // candle's reader interprets pickle opcodes as data: no class is imported, no code runs.
-            let read = candle_core::pickle::read_all(path).map_err(|e| weight_error(path, e))?;
-            tensors.extend(read);
-        }
-    }
-    Ok(NamedTensors::new(tensors, source, device))
-}
-
-fn load_safetensors(path: &std::path::Path) -> candle_core::Result<HashMap<String, Tensor>> {
-    // SAFETY: the mapping is only read while the tensors are copied out below; the Trainer
-    // writes checkpoint files once and removes them whole, never rewriting them in place.
-    let mapped = unsafe { candle_core::safetensors::MmapedSafetensors::new(path)? };
-    mapped
-        .tensors()
-        .into_iter()
-        .map(|(name, _)| Ok((name.clone(), mapped.load(&name, &Device::Cpu)?)))
-        .collect()
 }
 
 #[cfg(test)]

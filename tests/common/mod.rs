@@ -92,6 +92,35 @@ pub fn embed_run(
     state: &Path,
     train: Option<PathBuf>,
 ) -> dwell::pipeline::Pipeline {
+    embed_run_on(
+        run_dir,
+        probe,
+        state,
+        train,
+        dwell::embed::Backend::best_available(),
+    )
+}
+
+/// Every backend this machine can run: candle's always, ours where the CPU has AVX-512.
+#[allow(dead_code)]
+pub fn available_backends() -> Vec<dwell::embed::Backend> {
+    use dwell::embed::Backend;
+    let mut backends = vec![Backend::Candle];
+    if Backend::best_available() == Backend::Avx512 {
+        backends.push(Backend::Avx512);
+    } else {
+        eprintln!("this CPU has no AVX-512: only the candle backend is tested");
+    }
+    backends
+}
+
+pub fn embed_run_on(
+    run_dir: &Path,
+    probe: &Path,
+    state: &Path,
+    train: Option<PathBuf>,
+    backend: dwell::embed::Backend,
+) -> dwell::pipeline::Pipeline {
     let config = dwell::pipeline::PipelineConfig {
         run_dir: run_dir.to_path_buf(),
         probe: probe.to_path_buf(),
@@ -105,7 +134,7 @@ pub fn embed_run(
         train,
         settle: std::time::Duration::ZERO,
     };
-    let embedder = dwell::embed::CandleEmbedder::new(32).unwrap();
+    let embedder = dwell::embed::ModelEmbedder::with_backend(32, backend).unwrap();
     let mut pipeline = dwell::pipeline::Pipeline::open(config, Box::new(embedder)).unwrap();
     pipeline
         .embed_pending(
