@@ -185,7 +185,7 @@ impl Backend {
 
 #[cfg(target_arch = "x86_64")]
 fn avx512_supported() -> bool {
-    cpu::supported()
+    cpu::Avx512::detect().is_some()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -271,7 +271,10 @@ impl ModelEmbedder {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => {
                 let activation = Activation::from_config(&model.config.hidden_act)?;
+                let simd = cpu::Avx512::detect()
+                    .ok_or_else(|| EmbedError::Unsupported("this CPU has no AVX-512".into()))?;
                 Ok(LoadedModel::Avx512(Box::new(cpu::CpuBert::load(
+                    simd,
                     &model.config,
                     &tensors,
                     activation,

@@ -20,12 +20,7 @@ use super::tensors::NamedTensors;
 use super::{EmbedError, Embeddings, TokenizedProbe};
 use crate::checkpoint::ModelConfig;
 
-/// Whether this CPU can run this path.
-pub fn supported() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512dq")
-        && std::is_x86_feature_detected!("fma")
-}
+pub use vector::Avx512;
 
 /// Tokens per forward pass: large enough that every product keeps all cores busy,
 /// small enough that a pass's activations stay in tens of megabytes.
@@ -85,6 +80,7 @@ pub struct CpuBert {
     last: LastLayer,
     head: Option<Head>,
     activation: Gelu,
+    simd: Avx512,
     heads: usize,
     head_dim: usize,
     hidden: usize,
@@ -175,8 +171,9 @@ fn norm(tensors: &NamedTensors, prefix: &str, dim: usize, eps: f32) -> Result<No
 }
 
 impl CpuBert {
-    /// Reads and packs the weights; the caller has checked [`supported`].
+    /// Reads the weights.
     pub(crate) fn load(
+        simd: Avx512,
         config: &ModelConfig,
         tensors: &NamedTensors,
         activation: super::bert::Activation,
@@ -257,6 +254,7 @@ impl CpuBert {
                 super::bert::Activation::GeluTanh => Gelu::Tanh,
                 super::bert::Activation::Relu => Gelu::Relu,
             },
+            simd,
             heads: config.num_attention_heads,
             head_dim: hidden / config.num_attention_heads,
             hidden,
@@ -296,8 +294,7 @@ impl CpuBert {
         let mut logits = labels.map(|c| vec![0f32; examples * c]);
         for pass in plan_passes(probe) {
             let texts: Vec<&[u32]> = pass.iter().map(|&i| probe.ids[i].as_slice()).collect();
-            // SAFETY: `supported()` was checked when this model was built.
-            let (pass_cls, pass_logits) = unsafe { self.forward(&texts) };
+            let (pass_cls, pass_logits) = self.forward(&texts);
             for (row, &index) in pass.iter().enumerate() {
                 cls[index * hidden..(index + 1) * hidden]
                     .copy_from_slice(&pass_cls[row * hidden..(row + 1) * hidden]);
@@ -318,7 +315,7 @@ impl CpuBert {
     }
 
     /// `[CLS]` states [texts, hidden] and logits [texts, labels] of one pass.
-    unsafe fn forward(&self, texts: &[&[u32]]) -> (Vec<f32>, Option<Vec<f32>>) {
+    fn forward(&self, texts: &[&[u32]]) -> (Vec<f32>, Option<Vec<f32>>) {
         let hidden = self.hidden;
         let starts: Vec<usize> = texts
             .iter()
@@ -376,21 +373,18 @@ impl CpuBert {
         out
     }
 
-    unsafe fn normalise(&self, rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
-        let width = self.hidden;
-        let chunk = width * 64;
+    fn normalise(&self, rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
+        let chunk = self.hidden * 64;
+        let simd = self.simd;
         rows.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(index, part)| {
                 let residual = residual.map(|r| &r[index * chunk..index * chunk + part.len()]);
-                // SAFETY: as for the enclosing call.
-                unsafe {
-                    vector::add_layer_norm(part, residual, &norm.weight, &norm.bias, norm.eps)
-                }
+                simd.add_layer_norm(part, residual, &norm.weight, &norm.bias, norm.eps)
             });
     }
 
-    unsafe fn feed_forward(
+    fn feed_forward(
         &self,
         context: &[f32],
         residual: &[f32],
@@ -401,17 +395,16 @@ impl CpuBert {
         let mut attended = self.dense(context, rows, attention_output);
         self.normalise(&mut attended, Some(residual), attention_norm);
         let mut inner = self.dense(&attended, rows, intermediate);
-        let activation = self.activation;
-        inner.par_chunks_mut(16 * 1024).for_each(|part| {
-            // SAFETY: as for the enclosing call.
-            unsafe { vector::activate(part, activation) }
-        });
+        let (simd, activation) = (self.simd, self.activation);
+        inner
+            .par_chunks_mut(16 * 1024)
+            .for_each(|part| simd.activate(part, activation));
         let mut out = self.dense(&inner, rows, output);
         self.normalise(&mut out, Some(&attended), output_norm);
         out
     }
 
-    unsafe fn layer(&self, layer: &Layer, states: Vec<f32>, lengths: &[usize]) -> Vec<f32> {
+    fn layer(&self, layer: &Layer, states: Vec<f32>, lengths: &[usize]) -> Vec<f32> {
         let hidden = self.hidden;
         let tokens = states.len() / hidden;
         let qkv = self.dense(&states, tokens, &layer.qkv);
@@ -427,14 +420,11 @@ impl CpuBert {
             start += length;
         }
         parts.into_par_iter().for_each(|(start, length, part)| {
-            // SAFETY: as for the enclosing call.
-            unsafe {
-                self.attend_text(
-                    &qkv[start * 3 * hidden..(start + length) * 3 * hidden],
-                    length,
-                    part,
-                )
-            }
+            self.attend_text(
+                &qkv[start * 3 * hidden..(start + length) * 3 * hidden],
+                length,
+                part,
+            )
         });
         self.feed_forward(
             &context,
@@ -452,7 +442,7 @@ impl CpuBert {
 
     /// Self-attention of one text: `qkv` is its [length, 3·hidden] projections,
     /// `context` receives its [length, hidden] result.
-    unsafe fn attend_text(&self, qkv: &[f32], length: usize, context: &mut [f32]) {
+    fn attend_text(&self, qkv: &[f32], length: usize, context: &mut [f32]) {
         let (hidden, d) = (self.hidden, self.head_dim);
         let scale = 1.0 / (d as f32).sqrt();
         let mut scores = vec![0f32; length * length];
@@ -467,7 +457,7 @@ impl CpuBert {
                 Threads::Caller,
             );
             for row in scores.chunks_exact_mut(length) {
-                vector::scaled_softmax(row, scale);
+                self.simd.scaled_softmax(row, scale);
             }
             matmul::product(
                 Matrix::rows(&scores, length, length, length),
@@ -481,7 +471,7 @@ impl CpuBert {
     }
 
     /// The last layer, for the `[CLS]` row of each text only.
-    unsafe fn last_layer(&self, states: &[f32], lengths: &[usize], starts: &[usize]) -> Vec<f32> {
+    fn last_layer(&self, states: &[f32], lengths: &[usize], starts: &[usize]) -> Vec<f32> {
         let (hidden, d) = (self.hidden, self.head_dim);
         let layer = &self.last;
         let tokens = states.len() / hidden;
@@ -508,8 +498,7 @@ impl CpuBert {
                         let key = &rows[position * 2 * hidden + head * d..][..d];
                         *score = q.iter().zip(key).map(|(a, b)| a * b).sum();
                     }
-                    // SAFETY: as for the enclosing call.
-                    unsafe { vector::scaled_softmax(&mut scores, scale) };
+                    self.simd.scaled_softmax(&mut scores, scale);
                     let out = &mut out[head * d..(head + 1) * d];
                     for (position, &weight) in scores.iter().enumerate() {
                         let value = &rows[position * 2 * hidden + hidden + head * d..][..d];

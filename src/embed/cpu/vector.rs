@@ -75,6 +75,46 @@ fn max(values: &[f32]) -> f32 {
     lanes.iter().copied().fold(tail, f32::max)
 }
 
+/// Proof that this CPU has AVX-512F, AVX-512DQ and FMA: only [`Avx512::detect`] makes one,
+/// so the operations below are safe to call through it.
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512(());
+
+impl Avx512 {
+    pub fn detect() -> Option<Self> {
+        let present = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("fma");
+        present.then_some(Avx512(()))
+    }
+
+    /// Applies the activation in place.
+    pub fn activate(self, values: &mut [f32], kind: Gelu) {
+        // SAFETY: `self` exists only on a CPU with the features enabled below.
+        unsafe { activate(values, kind) }
+    }
+
+    /// `row = LayerNorm(row + residual)` for each row of `weight.len()` values, as
+    /// PyTorch computes it: mean, then the biased variance of the centred values.
+    pub fn add_layer_norm(
+        self,
+        rows: &mut [f32],
+        residual: Option<&[f32]>,
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+    ) {
+        // SAFETY: as above.
+        unsafe { add_layer_norm(rows, residual, weight, bias, eps) }
+    }
+
+    /// In-place softmax of `row * scale`.
+    pub fn scaled_softmax(self, row: &mut [f32], scale: f32) {
+        // SAFETY: as above.
+        unsafe { scaled_softmax(row, scale) }
+    }
+}
+
 /// Which GELU the config names (`gelu` is the exact, erf-based one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gelu {
@@ -83,12 +123,8 @@ pub enum Gelu {
     Relu,
 }
 
-/// Applies the activation in place.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx512dq,fma")]
-pub unsafe fn activate(values: &mut [f32], kind: Gelu) {
+unsafe fn activate(values: &mut [f32], kind: Gelu) {
     match kind {
         Gelu::Erf => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
         Gelu::Tanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
@@ -96,13 +132,8 @@ pub unsafe fn activate(values: &mut [f32], kind: Gelu) {
     }
 }
 
-/// `row = LayerNorm(row + residual)` for each row of `width` values, as PyTorch computes
-/// it: mean, then the biased variance of the centred values.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx512dq,fma")]
-pub unsafe fn add_layer_norm(
+unsafe fn add_layer_norm(
     rows: &mut [f32],
     residual: Option<&[f32]>,
     weight: &[f32],
@@ -134,12 +165,8 @@ pub unsafe fn add_layer_norm(
     }
 }
 
-/// In-place softmax of `row * scale`.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx512dq,fma")]
-pub unsafe fn scaled_softmax(row: &mut [f32], scale: f32) {
+unsafe fn scaled_softmax(row: &mut [f32], scale: f32) {
     let top = max(row) * scale;
     row.iter_mut().for_each(|v| *v = exp(*v * scale - top));
     let total = 1.0 / sum(row);
@@ -188,30 +215,29 @@ mod tests {
 
     #[test]
     fn layer_norm_and_softmax_match_hand_computed_rows() {
-        if !super::super::supported() {
+        let Some(simd) = Avx512::detect() else {
+            eprintln!("skipped: this CPU has no AVX-512");
             return;
-        }
+        };
         // Row [1, 2, 3, 4] + residual [1, 0, 1, 0] = [2, 2, 4, 4]: mean 3, variance 1.
         let mut rows = vec![1.0, 2.0, 3.0, 4.0];
-        unsafe {
-            add_layer_norm(
-                &mut rows,
-                Some(&[1.0, 0.0, 1.0, 0.0]),
-                &[1.0, 2.0, 1.0, 1.0],
-                &[0.0, 0.0, 0.5, 0.0],
-                0.0,
-            )
-        };
+        simd.add_layer_norm(
+            &mut rows,
+            Some(&[1.0, 0.0, 1.0, 0.0]),
+            &[1.0, 2.0, 1.0, 1.0],
+            &[0.0, 0.0, 0.5, 0.0],
+            0.0,
+        );
         assert_eq!(rows, vec![-1.0, -2.0, 1.5, 1.0]);
         // softmax(2 · [0, ln 3]) = [1/10, 9/10]
         let mut row = vec![0.0, 3f32.ln()];
-        unsafe { scaled_softmax(&mut row, 2.0) };
+        simd.scaled_softmax(&mut row, 2.0);
         assert!(
             (row[0] - 0.1).abs() < 1e-6 && (row[1] - 0.9).abs() < 1e-6,
             "{row:?}"
         );
         let mut values = vec![-1.0, 0.0, 1.0];
-        unsafe { activate(&mut values, Gelu::Erf) };
+        simd.activate(&mut values, Gelu::Erf);
         // 0.5·x·(1 + erf(x/√2)) at ±1: 0.841344746 and -0.158655254.
         assert!((values[0] + 0.158_655_25).abs() < 1e-6 && values[1] == 0.0);
         assert!((values[2] - 0.841_344_7).abs() < 1e-6);
