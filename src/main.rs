@@ -540,7 +540,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let file_config = load_config(args.config.as_deref())?;
     let config = pipeline_config(args, &file_config, Duration::ZERO)?;
     let embedder = ModelEmbedder::new(config.batch_size).context("starting the model runtime")?;
+    let backend = embedder.backend();
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
+    let started = std::time::Instant::now();
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} checkpoints {elapsed}")
             .expect("valid template")
@@ -562,16 +564,20 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    let embedding_seconds = started.elapsed().as_secs_f64();
     let report = pipeline.build_report()?;
     let path = write_json(pipeline.state(), &report)?;
     let html = write_html(pipeline.state(), &report)?;
     eprintln!(
-        "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished",
+        "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished \
+         ({embedding_seconds:.1} s, {} backend, {} threads)",
         summary.embedded.len(),
         summary.already_stored,
         summary.skipped,
         summary.incomplete,
-        summary.vanished
+        summary.vanished,
+        backend.name(),
+        rayon::current_num_threads(),
     );
     let mut out = std::io::stdout().lock();
     print_f1_table(&mut out, &report)
