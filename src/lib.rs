@@ -2,10 +2,12 @@
 //! of a fine-tuning run and turns their trajectories into advice.
 //!
 //! The modules follow the pipeline (see `ARCHITECTURE.md`):
-//! checkpoint → embed → store → analyze → advise → report.
+//! checkpoint → embed → store → analyze → advise → report; `bench` measures the
+//! embedding side against PyTorch.
 
 pub mod advise;
 pub mod analyze;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;

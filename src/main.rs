@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -13,11 +14,12 @@ use dwell::advise::Rules;
 use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
+use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{Embedder, ModelEmbedder};
 use dwell::pipeline::analyze_state;
-use dwell::pipeline::{Pipeline, PipelineConfig, Progress};
+use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::StateDir;
@@ -28,6 +30,9 @@ use dwell::watch::{EmbedderFactory, WatchConfig};
 #[derive(Parser)]
 #[command(name = "dwell", version)]
 struct Cli {
+    /// Threads for the model's CPU kernels, in every command [default: all cores].
+    #[arg(long, global = true, env = "DWELL_THREADS")]
+    threads: Option<NonZeroUsize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +51,52 @@ enum Command {
     /// Train a small BERT on the shipped Debian-sections corpus and watch it live:
     /// the whole product on a real run, no downloads.
     Demo(DemoArgs),
+    /// Measure embedding throughput, load time and peak memory on fixed cases, and
+    /// compare with PyTorch (docs/BENCH.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The all-MiniLM-L6-v2 model folder (config.json, model.safetensors, tokenizer
+    /// files; see docs/BENCH.md). Only read.
+    #[arg(long, env = "DWELL_BENCH_MINILM")]
+    minilm: PathBuf,
+    /// The probe set the cases are made from.
+    #[arg(
+        long,
+        env = "DWELL_BENCH_PROBE",
+        default_value = "data/debian-sections/test.jsonl"
+    )]
+    probe: PathBuf,
+    /// Where the prepared cases and the results go; a case is regenerated only when its
+    /// source or the generator changes.
+    #[arg(long, env = "DWELL_BENCH_CASES", default_value = "target/bench-cases")]
+    cases: PathBuf,
+    /// Timed embedding passes per case, after one untimed warm-up pass.
+    #[arg(long, env = "DWELL_BENCH_PASSES", default_value_t = 3)]
+    passes: usize,
+    /// Timed model loads per case.
+    #[arg(long, env = "DWELL_BENCH_LOADS", default_value_t = 5)]
+    loads: usize,
+    /// Checkpoints in the whole-run case (`dwell analyze` as a whole process).
+    #[arg(long, env = "DWELL_BENCH_CHECKPOINTS", default_value_t = 12)]
+    checkpoints: usize,
+    /// Run one case only [default: both].
+    #[arg(long, env = "DWELL_BENCH_ONLY", value_enum)]
+    only: Option<BenchCase>,
+    /// A Python with torch and transformers: runs bench/torch_baseline.py on the same
+    /// cases with the same threads, and prints both side by side.
+    #[arg(long, env = "DWELL_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchCase {
+    /// all-MiniLM-L6-v2 with a random head: the probe set at max length 64.
+    Minilm,
+    /// A random BERT-base: 64 texts of 512 tokens.
+    BertBase,
 }
 
 #[derive(Args)]
@@ -159,7 +210,7 @@ struct AnalyzeArgs {
     #[arg(long, env = "DWELL_TOKENIZER")]
     tokenizer: Option<PathBuf>,
     /// Probe examples per forward pass.
-    #[arg(long, env = "DWELL_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "DWELL_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// The training set (JSONL, CSV or TSV; only labels are read) for per-class training counts.
     #[arg(long, env = "DWELL_TRAIN")]
@@ -174,6 +225,13 @@ struct AnalyzeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let threads = match apply_threads(cli.threads) {
+        Ok(threads) => threads,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let default_level = match &cli.command {
         // The demo shows the watcher at work.
         Command::Demo(_) => "warn,dwell::watch=info",
@@ -183,7 +241,7 @@ fn main() -> std::process::ExitCode {
         matches!(&cli.command, Command::Watch(args) if args.log_json),
         default_level,
     );
-    match run(cli) {
+    match run(cli, threads) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -206,8 +264,24 @@ fn init_tracing(json: bool, default_level: &str) {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Sizes the thread pools before anything starts threads (main is synchronous; the
+/// async runtimes come later). Returns the thread count.
+fn apply_threads(threads: Option<NonZeroUsize>) -> anyhow::Result<usize> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    // candle's CPU kernels size their own pool from this variable.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("sizing the thread pool")?;
+    Ok(threads)
+}
+
+fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => bench(args, threads),
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
         Command::Watch(args) => watch(args),
@@ -316,7 +390,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         max_len: demo_config.max_len,
         base_model: None,
         tokenizer: None,
-        batch_size: 32,
+        batch_size: DEFAULT_BATCH_SIZE,
         analysis: Default::default(),
         rules: Rules::default(),
         train: Some(demo_config.data_dir().join("train.jsonl")),
@@ -368,7 +442,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        dwell::watch::watch(watch_config, candle_embedders(32), stop_signal()).await
+        dwell::watch::watch(
+            watch_config,
+            candle_embedders(DEFAULT_BATCH_SIZE),
+            stop_signal(),
+        )
+        .await
     })?;
     match trainer.join() {
         Ok(result) => {
@@ -390,6 +469,51 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
         })
         .or_else(ignore_broken_pipe)?;
+    Ok(())
+}
+
+fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
+    let cases = match args.only {
+        Some(BenchCase::Minilm) => vec![CaseName::Minilm],
+        Some(BenchCase::BertBase) => vec![CaseName::BertBase],
+        None => vec![CaseName::Minilm, CaseName::BertBase],
+    };
+    let config = BenchConfig {
+        minilm: args.minilm,
+        probe: args.probe,
+        cases_dir: args.cases,
+        cases,
+        passes: args.passes,
+        loads: args.loads,
+        checkpoints: args.checkpoints,
+        threads,
+        batch_size: DEFAULT_BATCH_SIZE,
+        dwell_exe: std::env::current_exe().context("finding the dwell binary")?,
+        python: args.python,
+    };
+    let report = dwell::bench::run(&config, &mut |event| match event {
+        BenchProgress::Preparing { case, dir } => {
+            eprintln!("preparing case {case} in {}", dir.display())
+        }
+        BenchProgress::Reused { case, dir } => {
+            eprintln!("case {case}: {} is up to date", dir.display())
+        }
+        BenchProgress::WholeRun {
+            checkpoints,
+            command,
+        } => eprintln!("whole run over {checkpoints} checkpoints: {command}"),
+        BenchProgress::Measuring { case } => eprintln!(
+            "measuring {case}: {} loads, tokenising, a warm-up and {} timed passes",
+            config.loads, config.passes
+        ),
+        BenchProgress::Baseline { command } => eprintln!("PyTorch baseline: {command}"),
+    })?;
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        dwell::bench::render(&report)
+    )
+    .or_else(ignore_broken_pipe)?;
     Ok(())
 }
 

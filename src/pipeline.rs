@@ -26,6 +26,9 @@ use crate::report::{
 };
 use crate::store::{class_counts, Manifest, StateDir, StoreError};
 
+/// Probe examples per forward pass unless `--batch-size` says otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub run_dir: PathBuf,

@@ -285,17 +285,17 @@ impl ModelEmbedder {
         }
     }
 
-    /// The share of the positions computed that are padding: candle pads each
-    /// length-sorted batch to its longest text; the avx512 backend packs tokens unpadded.
-    pub fn padding_share(&self, probe: &TokenizedProbe) -> f64 {
-        let computed: usize = match self.backend {
-            Backend::Avx512 => return 0.0,
+    /// Token positions the encoder computes for `probe`, padding included: candle pads
+    /// each length-sorted batch to its longest text; the avx512 backend packs tokens
+    /// with no padding.
+    pub fn computed_positions(&self, probe: &TokenizedProbe) -> usize {
+        match self.backend {
+            Backend::Avx512 => probe.token_count(),
             Backend::Candle => plan_batches(probe, self.batch_size, 0)
                 .iter()
                 .map(|batch| batch.rows.len() * batch.padded_length)
                 .sum(),
-        };
-        1.0 - probe.token_count() as f64 / computed.max(1) as f64
+        }
     }
 
     /// Embeds `probe` with a model already loaded by [`ModelEmbedder::load_model`].

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for `dwell bench`: the same cases, embedded with transformers.
+
+`dwell bench --python PYTHON` prepares the cases and runs this script on them right
+after its own measurements, with the same thread count, passes, loads and batch size,
+then prints both side by side (docs/BENCH.md). It can also be run by hand on cases
+that `dwell bench` prepared:
+
+    python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
+    .venv/bin/python bench/torch_baseline.py --cases target/bench-cases --threads 2 \\
+        --out target/bench-cases/torch.json
+
+What is timed: only what the model computes. For each case, each
+`AutoModelForSequenceClassification.from_pretrained` + `.eval()` (load time), the
+tokenising of the probe (batches of --batch-size texts in probe order, each padded to
+its longest, as a typical user does), and, under `torch.inference_mode()`, one
+untimed warm-up pass and --passes timed passes of
+
+    out = model.bert(**batch); cls = out.last_hidden_state[:, 0]
+    logits = model.classifier(out.pooler_output)
+
+over the whole probe (the same computation as `model(**batch).logits`, keeping the
+[CLS] row). The whole run (cases/minilm/run) loads and tokenises each checkpoint
+untimed and times one pass each; its figure is the sum of those passes alone. Python's
+start-up and the imports of torch and transformers are never timed.
+
+Peak RSS: as in dwell, /proc/self/clear_refs resets the peak at the start of a case
+and again before the passes, and /proc/self/status's VmHWM is read after each part; it
+includes the interpreter and torch itself, which is why the RSS at the case's start is
+reported too. The whole process's peak (imports included) is reported beside it: the
+largest VmHWM seen across the resets (ru_maxrss only without /proc, since Linux carries
+the spawning process's peak over into a child's ru_maxrss).
+
+Output JSON (--out), schema "dwell.torch-baseline/1"; `dwell bench` reads it back.
+Times in seconds, memory in bytes:
+
+    {
+      "schema": "dwell.torch-baseline/1",
+      "torch": str, "transformers": str, "python": str,
+      "threads": int, "interop_threads": 1, "batch_size": int,
+      "cases": {
+        "<case folder name>": {
+          "texts": int, "max_len": int,
+          "load_seconds": [float],          # each from_pretrained + eval()
+          "tokenize_seconds": float,        # tokenizer load + every batch tokenised, once
+          "pass_seconds": [float],          # the timed passes (not the warm-up)
+          "tokens": int,                    # real tokens: attention_mask summed
+          "padded_tokens": int,             # rows x padded length, summed over batches
+          "rss_at_start_bytes": int | null, # null: /proc/self/clear_refs not writable
+          "loading_peak_rss_bytes": int | null,
+          "embedding_peak_rss_bytes": int | null,
+          "process_max_rss_bytes": int,     # whole process so far, imports included
+          "attn_implementation": str,       # model.config._attn_implementation
+          "parity": {"cls_max_abs_diff": float,
+                     "logits_max_abs_diff": float | null} | null
+                                            # against <case>/dwell-output.safetensors
+        }
+      },
+      "whole_run": {"checkpoints": int, "steps": [int], "pass_seconds": [float],
+                    "total_seconds": float} | null
+    }
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SCHEMA = "dwell.torch-baseline/1"
+CASES = ["minilm", "bert-base"]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description="Embed dwell bench's cases with PyTorch and time the passes."
+    )
+    parser.add_argument("--cases", type=Path, required=True, help="dwell bench's --cases folder")
+    parser.add_argument("--threads", type=int, required=True, help="torch intra-op threads")
+    parser.add_argument("--passes", type=int, default=3, help="timed passes after one warm-up")
+    parser.add_argument("--loads", type=int, default=5, help="timed model loads per case")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    parser.add_argument(
+        "--only", action="append", choices=CASES, help="a case to run (repeatable; default all present)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON results go")
+    args = parser.parse_args()
+    for name in ("threads", "passes", "loads", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+# The process's peak RSS from before the last reset of VmHWM.
+process_peak_before_reset = 0
+
+
+def reset_peak_rss():
+    """Lowers VmHWM to the current RSS; False where Linux's clear_refs is not available."""
+    global process_peak_before_reset
+    try:
+        process_peak_before_reset = max(process_peak_before_reset, rss_now_and_peak()[1])
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except (OSError, KeyError):
+        return False
+
+
+def rss_now_and_peak():
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def process_max_rss():
+    """The whole process's peak RSS, imports included.
+
+    Not ru_maxrss where VmHWM can be read: Linux carries the spawning process's peak
+    over into a child's ru_maxrss, so under `dwell bench` it would report dwell's peak.
+    """
+    try:
+        return max(process_peak_before_reset, rss_now_and_peak()[1])
+    except (OSError, KeyError):
+        # ru_maxrss is in kilobytes on Linux.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def read_texts(probe):
+    texts = []
+    with open(probe, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (ValueError, KeyError) as error:
+                    sys.exit(f"{probe}: line {number}: {error}")
+    return texts
+
+
+def tokenize(tokenizer, texts, batch_size, max_len):
+    return [
+        tokenizer(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        )
+        for start in range(0, len(texts), batch_size)
+    ]
+
+
+def embed(torch, model, batches):
+    """One pass over the probe: [CLS] rows and logits, in probe order."""
+    cls_rows, logits_rows = [], []
+    for batch in batches:
+        out = model.bert(**batch)
+        cls_rows.append(out.last_hidden_state[:, 0])
+        logits_rows.append(model.classifier(out.pooler_output))
+    return torch.cat(cls_rows), torch.cat(logits_rows)
+
+
+def load_model(torch, checkpoint):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=torch.float32)
+    return model.eval()
+
+
+def parity(case_dir, cls, logits):
+    path = case_dir / "dwell-output.safetensors"
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    dwell = load_file(str(path))
+    if tuple(dwell["cls"].shape) != tuple(cls.shape):
+        sys.exit(f"{path}: cls has shape {tuple(dwell['cls'].shape)}, PyTorch gives {tuple(cls.shape)}")
+    result = {"cls_max_abs_diff": (dwell["cls"] - cls).abs().max().item(), "logits_max_abs_diff": None}
+    if "logits" in dwell:
+        result["logits_max_abs_diff"] = (dwell["logits"] - logits).abs().max().item()
+    return result
+
+
+def measure_case(torch, case_dir, args):
+    from transformers import AutoTokenizer
+
+    manifest = json.loads((case_dir / "case.json").read_text())
+    max_len = manifest["max_len"]
+    checkpoint = case_dir / "checkpoint"
+    texts = read_texts(case_dir / "probe.jsonl")
+
+    gc.collect()
+    measured = reset_peak_rss()
+    rss_at_start = rss_now_and_peak()[0] if measured else None
+    load_seconds = []
+    model = None
+    for _ in range(args.loads):
+        # The previous copy goes first, so that the peak holds one model.
+        model = None
+        gc.collect()
+        started = time.perf_counter()
+        model = load_model(torch, checkpoint)
+        load_seconds.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    batches = tokenize(tokenizer, texts, args.batch_size, max_len)
+    tokenize_seconds = time.perf_counter() - started
+    loading_peak = rss_now_and_peak()[1] if measured else None
+
+    measured = measured and reset_peak_rss()
+    pass_seconds = []
+    with torch.inference_mode():
+        cls, logits = embed(torch, model, batches)
+        for _ in range(args.passes):
+            started = time.perf_counter()
+            cls, logits = embed(torch, model, batches)
+            pass_seconds.append(time.perf_counter() - started)
+    embedding_peak = rss_now_and_peak()[1] if measured else None
+
+    return {
+        "texts": len(texts),
+        "max_len": max_len,
+        "load_seconds": load_seconds,
+        "tokenize_seconds": tokenize_seconds,
+        "pass_seconds": pass_seconds,
+        "tokens": sum(int(batch["attention_mask"].sum()) for batch in batches),
+        "padded_tokens": sum(batch["input_ids"].numel() for batch in batches),
+        "rss_at_start_bytes": rss_at_start,
+        "loading_peak_rss_bytes": loading_peak,
+        "embedding_peak_rss_bytes": embedding_peak,
+        "process_max_rss_bytes": process_max_rss(),
+        "attn_implementation": model.config._attn_implementation,
+        "parity": parity(case_dir, cls, logits),
+    }
+
+
+def measure_whole_run(torch, case_dir, args):
+    """One timed pass per checkpoint of the run; loading and tokenising are not timed."""
+    from transformers import AutoTokenizer
+
+    max_len = json.loads((case_dir / "case.json").read_text())["max_len"]
+    texts = read_texts(case_dir / "probe.jsonl")
+    checkpoints = sorted(
+        (
+            (int(match.group(1)), path)
+            for path in (case_dir / "run").iterdir()
+            if (match := re.fullmatch(r"checkpoint-(\d+)", path.name)) and path.is_dir()
+        ),
+    )
+    pass_seconds = []
+    for _, checkpoint in checkpoints:
+        model = load_model(torch, checkpoint)
+        batches = tokenize(AutoTokenizer.from_pretrained(checkpoint), texts, args.batch_size, max_len)
+        with torch.inference_mode():
+            started = time.perf_counter()
+            embed(torch, model, batches)
+            pass_seconds.append(time.perf_counter() - started)
+        model = None
+        gc.collect()
+    return {
+        "checkpoints": len(checkpoints),
+        "steps": [step for step, _ in checkpoints],
+        "pass_seconds": pass_seconds,
+        "total_seconds": sum(pass_seconds),
+    }
+
+
+def summary(results):
+    lines = [
+        f"PyTorch baseline: torch {results['torch']}, transformers {results['transformers']}, "
+        f"{results['threads']} threads, batch size {results['batch_size']}"
+    ]
+    for name, case in results["cases"].items():
+        median = statistics.median(case["pass_seconds"])
+        lines.append(
+            f"  {name}: load {statistics.median(case['load_seconds']):.3f} s, "
+            f"pass {median:.3f} s, {case['texts'] / median:.1f} texts/s, "
+            f"{case['tokens'] / median:.1f} tokens/s, "
+            f"padding {1 - case['tokens'] / case['padded_tokens']:.1%}, "
+            f"attention {case['attn_implementation']}"
+        )
+        if case["parity"]:
+            logits = case["parity"]["logits_max_abs_diff"]
+            lines.append(
+                f"    parity with dwell: max |diff| cls {case['parity']['cls_max_abs_diff']:.2e}, "
+                f"logits {'-' if logits is None else f'{logits:.2e}'}"
+            )
+    whole = results["whole_run"]
+    if whole:
+        lines.append(
+            f"  whole run: {whole['checkpoints']} embedding passes, {whole['total_seconds']:.2f} s in all"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    args = parse_args()
+    # The tokenizers library sizes its Rust thread pool from this; set before it loads.
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    import torch
+    import transformers
+
+    # Imported now, so that no timed load includes transformers' lazy import of BERT.
+    from transformers import BertForSequenceClassification  # noqa: F401
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    transformers.utils.logging.disable_progress_bar()
+
+    names = args.only or [name for name in CASES if (args.cases / name / "case.json").is_file()]
+    results = {
+        "schema": SCHEMA,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "interop_threads": 1,
+        "batch_size": args.batch_size,
+        "cases": {},
+        "whole_run": None,
+    }
+    for name in names:
+        case_dir = args.cases / name
+        if not (case_dir / "case.json").is_file():
+            sys.exit(f"{case_dir}: no case.json; run `dwell bench` first to prepare the cases")
+        print(f"PyTorch: measuring {name}", flush=True)
+        results["cases"][name] = measure_case(torch, case_dir, args)
+    if "minilm" in names and (args.cases / "minilm" / "run").is_dir():
+        print("PyTorch: whole run", flush=True)
+        results["whole_run"] = measure_whole_run(torch, args.cases / "minilm", args)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(results), flush=True)
+
+
+if __name__ == "__main__":
+    main()

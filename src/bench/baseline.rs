@@ -1,0 +1,132 @@
+//! The PyTorch baseline: `bench/torch_baseline.py` run on the prepared cases with the
+//! same thread count and batch size, and the JSON it writes (schema documented at the
+//! top of the script).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use super::cases::read_json;
+use super::whole_run::describe_command;
+use super::{median, BenchConfig, BenchError, BenchProgress};
+
+pub const BASELINE_SCHEMA: &str = "dwell.torch-baseline/1";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Baseline {
+    pub schema: String,
+    pub torch: String,
+    pub transformers: String,
+    pub threads: usize,
+    pub batch_size: usize,
+    /// By case folder name.
+    pub cases: BTreeMap<String, BaselineCase>,
+    pub whole_run: Option<BaselineWholeRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BaselineCase {
+    pub texts: usize,
+    pub load_seconds: Vec<f64>,
+    pub tokenize_seconds: f64,
+    pub pass_seconds: Vec<f64>,
+    pub tokens: usize,
+    pub padded_tokens: usize,
+    pub rss_at_start_bytes: Option<u64>,
+    pub loading_peak_rss_bytes: Option<u64>,
+    pub embedding_peak_rss_bytes: Option<u64>,
+    /// Peak RSS of the whole Python process so far, torch's import included.
+    pub process_max_rss_bytes: u64,
+    pub attn_implementation: String,
+    pub parity: Option<Parity>,
+}
+
+/// Largest absolute differences between PyTorch's outputs and dwell's.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Parity {
+    pub cls_max_abs_diff: f64,
+    pub logits_max_abs_diff: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BaselineWholeRun {
+    pub checkpoints: usize,
+    pub pass_seconds: Vec<f64>,
+}
+
+impl BaselineCase {
+    pub fn pass_median(&self) -> f64 {
+        median(&self.pass_seconds)
+    }
+}
+
+impl BaselineWholeRun {
+    /// The embedding passes alone, one per checkpoint, summed.
+    pub fn total_seconds(&self) -> f64 {
+        self.pass_seconds.iter().sum()
+    }
+}
+
+pub(crate) fn run(
+    config: &BenchConfig,
+    python: &Path,
+    script: &Path,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<Baseline, BenchError> {
+    let out = config.cases_dir.join("torch.json");
+    if out.exists() {
+        std::fs::remove_file(&out).map_err(BenchError::io(&out))?;
+    }
+    let mut args: Vec<OsString> = vec![
+        script.into(),
+        "--cases".into(),
+        config.cases_dir.clone().into(),
+        "--threads".into(),
+        config.threads.to_string().into(),
+        "--passes".into(),
+        config.passes.to_string().into(),
+        "--loads".into(),
+        config.loads.to_string().into(),
+        "--batch-size".into(),
+        config.batch_size.to_string().into(),
+        "--out".into(),
+        out.clone().into(),
+    ];
+    for case in &config.cases {
+        args.push("--only".into());
+        args.push(case.dir_name().into());
+    }
+    let command_line = describe_command(python, &args);
+    progress(BenchProgress::Baseline {
+        command: &command_line,
+    });
+    // Its progress and summary go to stderr: stdout is for dwell's table.
+    let status = Command::new(python)
+        .args(&args)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .map_err(|source| BenchError::Spawn {
+            program: python.to_path_buf(),
+            source,
+        })?;
+    if !status.success() {
+        return Err(BenchError::BaselineFailed {
+            command: command_line,
+            status: status.to_string(),
+        });
+    }
+    let baseline: Baseline = read_json(&out)?;
+    if baseline.schema != BASELINE_SCHEMA {
+        return Err(BenchError::Invalid {
+            path: out,
+            message: format!(
+                "schema {:?}, expected {BASELINE_SCHEMA:?}: the script and this dwell differ in version",
+                baseline.schema
+            ),
+        });
+    }
+    Ok(baseline)
+}

@@ -1,0 +1,205 @@
+//! One case measured in this process, through the same embedder `dwell analyze` uses:
+//! model loads, tokenising, embedding passes, and the peak RSS around them.
+
+use std::path::Path;
+use std::time::Instant;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::cases::{CaseName, PreparedCase};
+use super::{median, memory, BenchError};
+use crate::checkpoint::{load_tokenizer, CheckpointError, ModelConfig, WeightFiles};
+use crate::embed::{Embeddings, ModelEmbedder, ModelSource, TokenizedProbe};
+use crate::probe::load_probe;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseMeasurement {
+    pub case: CaseName,
+    pub texts: usize,
+    pub max_len: usize,
+    /// Each `load_model`: weights read and the model built.
+    pub load_seconds: Vec<f64>,
+    /// Tokenizer built and every probe text tokenised, once.
+    pub tokenize_seconds: f64,
+    /// Each timed pass over the whole probe (the warm-up pass is not among them).
+    pub pass_seconds: Vec<f64>,
+    /// Tokens of the probe texts, special tokens included, after truncation.
+    pub tokens: usize,
+    /// Tokens computed: each batch's rows × its padded length, summed.
+    pub padded_tokens: usize,
+    pub weights_bytes: u64,
+    pub memory: PeakMemory,
+}
+
+/// Resident memory over a case, in bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeakMemory {
+    Measured {
+        /// RSS when the case started (what earlier work left behind).
+        at_start: u64,
+        /// Peak from the start through the loads and tokenising.
+        loading_peak: u64,
+        /// Peak during the embedding passes alone, with one model loaded.
+        embedding_peak: u64,
+    },
+    /// Why the peak could not be measured (a polluted peak is not reported).
+    Unavailable(String),
+}
+
+impl CaseMeasurement {
+    pub fn pass_median(&self) -> f64 {
+        median(&self.pass_seconds)
+    }
+
+    pub fn texts_per_second(&self) -> f64 {
+        per_second(self.texts, self.pass_median())
+    }
+
+    pub fn tokens_per_second(&self) -> f64 {
+        per_second(self.tokens, self.pass_median())
+    }
+
+    pub fn padding_share(&self) -> f64 {
+        padding_share(self.tokens, self.padded_tokens)
+    }
+}
+
+pub(crate) fn per_second(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The share of the computed tokens that are padding.
+pub(crate) fn padding_share(tokens: usize, padded_tokens: usize) -> f64 {
+    if padded_tokens == 0 {
+        0.0
+    } else {
+        1.0 - tokens as f64 / padded_tokens as f64
+    }
+}
+
+pub(crate) fn measure_case(
+    case: &PreparedCase,
+    batch_size: usize,
+    loads: usize,
+    passes: usize,
+) -> Result<CaseMeasurement, BenchError> {
+    let dir = case.checkpoint_dir();
+    let texts: Vec<String> = load_probe(&case.probe_path())?
+        .examples
+        .into_iter()
+        .map(|example| example.text)
+        .collect();
+    let weights =
+        WeightFiles::find(&dir)?.ok_or_else(|| CheckpointError::NoWeights { path: dir.clone() })?;
+    let source = ModelSource {
+        config: ModelConfig::load(&dir.join("config.json"))?,
+        dir: dir.clone(),
+        weights,
+    };
+    let weights_bytes = source.weights.size()?;
+    let embedder = ModelEmbedder::new(batch_size)?;
+
+    let start = memory::reset_peak_rss().and_then(|()| memory::rss_now_and_peak());
+    let mut load_seconds = Vec::with_capacity(loads);
+    let mut model = None;
+    for _ in 0..loads {
+        // The previous copy goes first, so that the peak holds one model, as in a pipeline.
+        drop(model.take());
+        let started = Instant::now();
+        model = Some(embedder.load_model(&source)?);
+        load_seconds.push(started.elapsed().as_secs_f64());
+    }
+    let started = Instant::now();
+    let (tokenizer, tokenizer_source) = load_tokenizer(&dir, None, None, case.manifest.max_len)?;
+    let tokenized = TokenizedProbe::new(&tokenizer, &texts, tokenizer_source.path())?;
+    let tokenize_seconds = started.elapsed().as_secs_f64();
+    let loading = memory::rss_now_and_peak();
+
+    let Some(model) = model else {
+        return Err(BenchError::Flag("--loads must be at least 1".into()));
+    };
+    let embedding_start = memory::reset_peak_rss();
+    let mut embeddings = embedder.embed_loaded(&model, &tokenized)?;
+    let mut pass_seconds = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        let started = Instant::now();
+        embeddings = embedder.embed_loaded(&model, &tokenized)?;
+        pass_seconds.push(started.elapsed().as_secs_f64());
+    }
+    let embedding = embedding_start.and_then(|()| memory::rss_now_and_peak());
+    let memory = match (start, loading, embedding) {
+        (Ok((at_start, _)), Ok((_, loading_peak)), Ok((_, embedding_peak))) => {
+            PeakMemory::Measured {
+                at_start,
+                loading_peak,
+                embedding_peak,
+            }
+        }
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => PeakMemory::Unavailable(why),
+    };
+    write_output(&case.output_path(), &embeddings)?;
+    let padded_tokens = embedder.computed_positions(&tokenized);
+    Ok(CaseMeasurement {
+        case: case.name,
+        texts: texts.len(),
+        max_len: case.manifest.max_len,
+        load_seconds,
+        tokenize_seconds,
+        pass_seconds,
+        tokens: tokenized.token_count(),
+        padded_tokens,
+        weights_bytes,
+        memory,
+    })
+}
+
+/// `cls` [P, H] and `logits` [P, C], little-endian f32, for the baseline's parity check.
+fn write_output(path: &Path, embeddings: &Embeddings) -> Result<(), BenchError> {
+    let rows = embeddings.rows();
+    let bytes =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let cls = bytes(&embeddings.cls);
+    let logits = embeddings.logits.as_deref().map(bytes);
+    let invalid = |e: safetensors::SafeTensorError| BenchError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("cannot write safetensors: {e}"),
+    };
+    let mut views = vec![(
+        "cls",
+        TensorView::new(Dtype::F32, vec![rows, embeddings.hidden], &cls).map_err(invalid)?,
+    )];
+    if let Some(logits) = &logits {
+        views.push((
+            "logits",
+            TensorView::new(Dtype::F32, vec![rows, embeddings.num_labels], logits)
+                .map_err(invalid)?,
+        ));
+    }
+    let serialized = safetensors::serialize(views, None).map_err(invalid)?;
+    crate::store::write_atomically(path, &serialized)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_share_is_the_padded_part_of_what_is_computed() {
+        // Two batches: [5, 4] padded to 5 and [3, 2] padded to 3: 14 real of 16 computed.
+        assert_eq!(padding_share(14, 16), 0.125);
+        assert_eq!(padding_share(10, 10), 0.0);
+        assert_eq!(padding_share(0, 0), 0.0);
+    }
+
+    #[test]
+    fn rates_per_second_of_the_median_pass() {
+        assert_eq!(per_second(405, 0.5), 810.0);
+        assert_eq!(per_second(405, 0.0), 0.0);
+    }
+}

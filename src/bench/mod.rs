@@ -1,0 +1,220 @@
+//! `dwell bench`: embedding throughput, load time and peak memory on fixed cases, with
+//! `bench/torch_baseline.py` measuring the same cases with PyTorch for comparison
+//! (docs/BENCH.md). It sits beside the pipeline: it uses `checkpoint`, `embed` and
+//! `probe` directly, and nothing imports it.
+//!
+//! The order matters: the cases are prepared first; the whole-run `dwell analyze` child
+//! runs before any other child process, so that the children's peak RSS is its own; then
+//! each case is measured in this process; the PyTorch baseline runs last.
+
+mod baseline;
+mod cases;
+mod measure;
+mod memory;
+mod table;
+mod weights;
+mod whole_run;
+
+pub use baseline::{Baseline, BaselineCase, BaselineWholeRun, Parity, BASELINE_SCHEMA};
+pub use cases::{CaseManifest, CaseName, CaseSource, PreparedCase, GENERATOR_VERSION};
+pub use measure::{CaseMeasurement, PeakMemory};
+pub use table::render;
+pub use whole_run::WholeRunMeasurement;
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::CheckpointError;
+use crate::embed::EmbedError;
+use crate::probe::ProbeError;
+use crate::store::StoreError;
+
+/// Where `--python` finds the baseline, relative to the working directory (the repository root).
+pub const BASELINE_SCRIPT: &str = "bench/torch_baseline.py";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {message}")]
+    Json { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Flag(String),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "`{command}` failed ({status})\n--- its stdout ---\n{stdout}\n--- its stderr ---\n{stderr}"
+    )]
+    ChildFailed {
+        command: String,
+        status: String,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("`{command}` failed ({status}); its output is above")]
+    BaselineFailed { command: String, status: String },
+}
+
+impl BenchError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| BenchError::Io { path, source }
+    }
+}
+
+/// What `dwell bench` measures, and with what.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The all-MiniLM-L6-v2 folder (or any BERT checkpoint folder); only read.
+    pub minilm: PathBuf,
+    pub probe: PathBuf,
+    pub cases_dir: PathBuf,
+    pub cases: Vec<CaseName>,
+    /// Timed passes per case, after one untimed warm-up pass.
+    pub passes: usize,
+    pub loads: usize,
+    /// Checkpoints in the whole-run case.
+    pub checkpoints: usize,
+    pub threads: usize,
+    pub batch_size: usize,
+    /// The `dwell` binary the whole-run case runs as a child.
+    pub dwell_exe: PathBuf,
+    /// A Python with torch and transformers, to run [`BASELINE_SCRIPT`] with.
+    pub python: Option<PathBuf>,
+}
+
+/// What the bench tells its caller while it works (each step can take minutes).
+#[derive(Debug)]
+pub enum BenchProgress<'a> {
+    Preparing {
+        case: CaseName,
+        dir: &'a Path,
+    },
+    Reused {
+        case: CaseName,
+        dir: &'a Path,
+    },
+    WholeRun {
+        checkpoints: usize,
+        command: &'a str,
+    },
+    Measuring {
+        case: CaseName,
+    },
+    Baseline {
+        command: &'a str,
+    },
+}
+
+/// The machine the figures were measured on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchReport {
+    pub machine: Machine,
+    pub batch_size: usize,
+    pub whole_run: Option<WholeRunMeasurement>,
+    pub cases: Vec<CaseMeasurement>,
+    pub baseline: Option<Baseline>,
+}
+
+/// Prepares the cases, measures them and, with `--python`, runs the PyTorch baseline.
+pub fn run(
+    config: &BenchConfig,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<BenchReport, BenchError> {
+    for (flag, value) in [
+        ("--passes", config.passes),
+        ("--loads", config.loads),
+        ("--checkpoints", config.checkpoints),
+        ("--threads", config.threads),
+        ("--batch-size", config.batch_size),
+    ] {
+        if value == 0 {
+            return Err(BenchError::Flag(format!("{flag} must be at least 1")));
+        }
+    }
+    let baseline_script = Path::new(BASELINE_SCRIPT);
+    if config.python.is_some() && !baseline_script.is_file() {
+        return Err(BenchError::Flag(format!(
+            "--python runs {BASELINE_SCRIPT}, which is not in the working directory: run `dwell bench` from the dwell repository root"
+        )));
+    }
+    let mut prepared = Vec::new();
+    for &case in &config.cases {
+        prepared.push(cases::prepare(config, case, progress)?);
+    }
+    // The whole run goes first: getrusage(RUSAGE_CHILDREN) then describes this child alone.
+    let whole_run = match prepared.iter().find(|case| case.name == CaseName::Minilm) {
+        Some(minilm) => Some(whole_run::measure(config, minilm, progress)?),
+        None => None,
+    };
+    let mut measured = Vec::new();
+    for case in &prepared {
+        progress(BenchProgress::Measuring { case: case.name });
+        measured.push(measure::measure_case(
+            case,
+            config.batch_size,
+            config.loads,
+            config.passes,
+        )?);
+    }
+    let baseline = match &config.python {
+        Some(python) => Some(baseline::run(config, python, baseline_script, progress)?),
+        None => None,
+    };
+    Ok(BenchReport {
+        machine: Machine {
+            cpu: memory::cpu_model(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: config.threads,
+        },
+        batch_size: config.batch_size,
+        whole_run,
+        cases: measured,
+        baseline,
+    })
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}
