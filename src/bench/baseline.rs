@@ -70,6 +70,30 @@ impl BaselineWholeRun {
     }
 }
 
+/// Fails early, before minutes of measuring, when `python` cannot run the baseline.
+pub(crate) fn check_python(python: &Path) -> Result<(), BenchError> {
+    let args: Vec<OsString> = vec![
+        "-c".into(),
+        "import torch, transformers, safetensors".into(),
+    ];
+    let output = Command::new(python)
+        .args(&args)
+        .output()
+        .map_err(|error| BenchError::Spawn {
+            program: python.to_path_buf(),
+            error,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(BenchError::ChildFailed {
+        command: describe_command(python, &args),
+        status: output.status.to_string(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
 pub(crate) fn run(
     config: &BenchConfig,
     python: &Path,
@@ -108,9 +132,9 @@ pub(crate) fn run(
         .args(&args)
         .stdout(Stdio::from(std::io::stderr()))
         .status()
-        .map_err(|source| BenchError::Spawn {
+        .map_err(|error| BenchError::Spawn {
             program: python.to_path_buf(),
-            source,
+            error,
         })?;
     if !status.success() {
         return Err(BenchError::BaselineFailed {

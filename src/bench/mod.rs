@@ -4,8 +4,9 @@
 //! `probe` directly, and nothing imports it.
 //!
 //! The order matters: the cases are prepared first; the whole-run `dwell analyze` child
-//! runs before any other child process, so that the children's peak RSS is its own; then
-//! each case is measured in this process; the PyTorch baseline runs last.
+//! runs before any other child process (the Python check included), so that the
+//! children's peak RSS is its own; then each case is measured in this process; the
+//! PyTorch baseline runs last.
 
 mod baseline;
 mod cases;
@@ -33,10 +34,12 @@ pub const BASELINE_SCRIPT: &str = "bench/torch_baseline.py";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{path}: {source}")]
+    // The message holds the I/O error itself: as a `source` it would print twice in
+    // main's `{:#}` chain.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: invalid JSON: {message}")]
     Json { path: PathBuf, message: String },
@@ -52,10 +55,10 @@ pub enum BenchError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {error}")]
     Spawn {
         program: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "`{command}` failed ({status})\n--- its stdout ---\n{stdout}\n--- its stderr ---\n{stderr}"
@@ -73,7 +76,7 @@ pub enum BenchError {
 impl BenchError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| BenchError::Io { path, source }
+        move |error| BenchError::Io { path, error }
     }
 }
 
@@ -169,6 +172,9 @@ pub fn run(
         Some(minilm) => Some(whole_run::measure(config, minilm, progress)?),
         None => None,
     };
+    if let Some(python) = &config.python {
+        baseline::check_python(python)?;
+    }
     let mut measured = Vec::new();
     for case in &prepared {
         progress(BenchProgress::Measuring { case: case.name });

@@ -64,9 +64,9 @@ pub(crate) fn measure(
         }
     }
     let started = Instant::now();
-    let output = command.output().map_err(|source| BenchError::Spawn {
+    let output = command.output().map_err(|error| BenchError::Spawn {
         program: config.dwell_exe.clone(),
-        source,
+        error,
     })?;
     let seconds = started.elapsed().as_secs_f64();
     let failed = |status: String| BenchError::ChildFailed {
