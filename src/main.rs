@@ -17,7 +17,7 @@ use dwell::analyze::sweep::SweepRow;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
-use dwell::embed::{Embedder, ModelEmbedder};
+use dwell::embed::{Backend, Embedder, ModelEmbedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
@@ -33,8 +33,29 @@ struct Cli {
     /// Threads for the model's CPU kernels, in every command [default: all cores].
     #[arg(long, global = true, env = "DWELL_THREADS")]
     threads: Option<NonZeroUsize>,
+    /// Which kernels embed: the fastest this CPU and build can run, our AVX-512 path,
+    /// or candle's (any CPU; the GPU with --features cuda).
+    #[arg(long, global = true, env = "DWELL_BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendChoice {
+    Auto,
+    Avx512,
+    Candle,
+}
+
+impl BackendChoice {
+    fn resolve(self) -> Backend {
+        match self {
+            BackendChoice::Auto => Backend::best_available(),
+            BackendChoice::Avx512 => Backend::Avx512,
+            BackendChoice::Candle => Backend::Candle,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -280,12 +301,13 @@ fn apply_threads(threads: Option<NonZeroUsize>) -> anyhow::Result<usize> {
 }
 
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
+    let backend = cli.backend.resolve();
     match cli.command {
         Command::Bench(args) => bench(args, threads),
-        Command::Analyze(args) => analyze(args),
+        Command::Analyze(args) => analyze(args, backend),
         Command::Sweep(args) => sweep(args),
-        Command::Watch(args) => watch(args),
-        Command::Demo(args) => demo(args),
+        Command::Watch(args) => watch(args, backend),
+        Command::Demo(args) => demo(args, backend),
         Command::Report(args) => {
             let (state, _) = StateDir::open_existing(&args.state)?;
             println!("report: {}", rewrite_html(&state)?.display());
@@ -314,7 +336,7 @@ fn pipeline_config(
     })
 }
 
-fn watch(args: WatchArgs) -> anyhow::Result<()> {
+fn watch(args: WatchArgs, backend: Backend) -> anyhow::Result<()> {
     let config = load_config(args.pipeline.config.as_deref())?;
     let file = &config.watch;
     let seconds = |flag: Option<f64>, file: Option<f64>, default: f64, name: &str| {
@@ -358,13 +380,18 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let exit = runtime.block_on(async move {
-        dwell::watch::watch(watch_config, candle_embedders(batch_size), stop_signal()).await
+        dwell::watch::watch(
+            watch_config,
+            model_embedders(batch_size, backend),
+            stop_signal(),
+        )
+        .await
     })?;
     tracing::info!(?exit, "dwell watch exits");
     Ok(())
 }
 
-fn demo(args: DemoArgs) -> anyhow::Result<()> {
+fn demo(args: DemoArgs, backend: Backend) -> anyhow::Result<()> {
     let out = match args.out {
         Some(out) => out,
         None => {
@@ -444,7 +471,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         dwell::watch::watch(
             watch_config,
-            candle_embedders(DEFAULT_BATCH_SIZE),
+            model_embedders(DEFAULT_BATCH_SIZE, backend),
             stop_signal(),
         )
         .await
@@ -517,9 +544,10 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn candle_embedders(batch_size: usize) -> EmbedderFactory {
+fn model_embedders(batch_size: usize, backend: Backend) -> EmbedderFactory {
     Box::new(move || {
-        ModelEmbedder::new(batch_size).map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
+        ModelEmbedder::with_backend(batch_size, backend)
+            .map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
     })
 }
 
@@ -660,10 +688,11 @@ fn percent(share: Option<f64>) -> String {
     share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0))
 }
 
-fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+fn analyze(args: AnalyzeArgs, backend: Backend) -> anyhow::Result<()> {
     let file_config = load_config(args.config.as_deref())?;
     let config = pipeline_config(args, &file_config, Duration::ZERO)?;
-    let embedder = ModelEmbedder::new(config.batch_size).context("starting the model runtime")?;
+    let embedder = ModelEmbedder::with_backend(config.batch_size, backend)
+        .context("starting the model runtime")?;
     let backend = embedder.backend();
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
     let started = std::time::Instant::now();
