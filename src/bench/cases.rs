@@ -347,15 +347,19 @@ fn write_minilm(
     let num_labels = source.labels.len();
     let weights = Some((&tensors, source.weights_path.as_path()));
 
-    let checkpoint = into.join("checkpoint");
-    create_dir(&checkpoint)?;
-    write_json(&checkpoint.join("config.json"), &config)?;
-    source.copy_tokenizer_files(&checkpoint)?;
-    write_planned(
-        &checkpoint.join("model.safetensors"),
-        classifier_plan(&names, hidden, num_labels, false, MINILM_HEAD_SEED),
-        weights,
-    )?;
+    // A checkpoint folder: config, tokenizer files, and the weights with a head seeded by
+    // `seed` (a new one even where the source has a head, with `new_head`).
+    let write_model = |dir: &Path, new_head: bool, seed: u64| {
+        create_dir(dir)?;
+        write_json(&dir.join("config.json"), &config)?;
+        source.copy_tokenizer_files(dir)?;
+        write_planned(
+            &dir.join("model.safetensors"),
+            classifier_plan(&names, hidden, num_labels, new_head, seed),
+            weights,
+        )
+    };
+    write_model(&into.join("checkpoint"), false, MINILM_HEAD_SEED)?;
     write_probe(
         &into.join("probe.jsonl"),
         probe
@@ -368,14 +372,7 @@ fn write_minilm(
     let max_steps = SAVE_STEPS * checkpoints as u64;
     for step in (1..=checkpoints as u64).map(|k| k * SAVE_STEPS) {
         let dir = run.join(format!("checkpoint-{step}"));
-        create_dir(&dir)?;
-        write_json(&dir.join("config.json"), &config)?;
-        source.copy_tokenizer_files(&dir)?;
-        write_planned(
-            &dir.join("model.safetensors"),
-            classifier_plan(&names, hidden, num_labels, true, step),
-            weights,
-        )?;
+        write_model(&dir, true, step)?;
         // Last, as the Trainer does: dwell takes this file as the sign of a finished save.
         write_json(
             &dir.join("trainer_state.json"),
