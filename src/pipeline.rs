@@ -13,8 +13,8 @@ use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
-    discover, load_tokenizer, CheckpointDir, CheckpointError, Completeness, ModelConfig,
-    TrainerState, WeightFiles,
+    build_tokenizer, discover, resolve_tokenizer, CheckpointDir, CheckpointError, Completeness,
+    ModelConfig, TrainerState, WeightFiles,
 };
 use crate::embed::{EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
 use crate::probe::{
@@ -420,19 +420,25 @@ impl Pipeline {
         })
     }
 
+    /// The probe tokenized for `model_dir`, reused across checkpoints whose tokenizer
+    /// files hold the same bytes: hashing them is far cheaper than building the tokenizer.
     fn tokenize_for(&mut self, model_dir: &Path) -> Result<Arc<TokenizedProbe>, CheckpointError> {
-        let (tokenizer, source) = load_tokenizer(
+        let source = resolve_tokenizer(
             model_dir,
             Some(&self.config.run_dir),
             self.config.tokenizer.as_deref(),
-            self.config.max_len,
         )?;
-        let bytes =
-            std::fs::read(source.path()).map_err(|e| CheckpointError::io(source.path(), e))?;
+        let mut bytes = Vec::new();
+        for file in source.files() {
+            let content = std::fs::read(&file).map_err(|e| CheckpointError::io(&file, e))?;
+            bytes.extend_from_slice(&(content.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&content);
+        }
         let key = hex_digest(&bytes);
         if let Some(tokenized) = self.tokenized.get(&key) {
             return Ok(tokenized.clone());
         }
+        let tokenizer = build_tokenizer(&source, self.config.max_len)?;
         let tokenized =
             TokenizedProbe::new(&tokenizer, &self.texts, source.path()).map_err(|error| {
                 CheckpointError::Tokenizer {

@@ -10,7 +10,7 @@ mod weights;
 
 pub use config::{ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use discovery::{discover, CheckpointDir, Completeness, Discovery};
-pub use tokenizer::{load_tokenizer, TokenizerSource};
+pub use tokenizer::{build_tokenizer, load_tokenizer, resolve_tokenizer, TokenizerSource};
 pub use trainer_state::{EvalRecord, TrainerState};
 pub use weights::WeightFiles;
 

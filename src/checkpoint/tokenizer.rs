@@ -27,6 +27,20 @@ impl TokenizerSource {
             TokenizerSource::TokenizerJson(path) | TokenizerSource::WordPieceVocab(path) => path,
         }
     }
+
+    /// The files whose bytes decide the ids: the tokenizer file itself, and for a
+    /// WordPiece vocabulary the `tokenizer_config.json` beside it (casing, special tokens).
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            TokenizerSource::TokenizerJson(path) => vec![path.clone()],
+            TokenizerSource::WordPieceVocab(vocab) => {
+                let config = vocab.with_file_name("tokenizer_config.json");
+                std::iter::once(vocab.clone())
+                    .chain(config.is_file().then_some(config))
+                    .collect()
+            }
+        }
+    }
 }
 
 /// The slow BERT tokenizer's settings that change the ids.
@@ -67,8 +81,16 @@ pub fn load_tokenizer(
     user_path: Option<&Path>,
     max_len: usize,
 ) -> Result<(Tokenizer, TokenizerSource), CheckpointError> {
-    let source = resolve(model_dir, run_dir, user_path)?;
-    let mut tokenizer = match &source {
+    let source = resolve_tokenizer(model_dir, run_dir, user_path)?;
+    Ok((build_tokenizer(&source, max_len)?, source))
+}
+
+/// Builds the tokenizer `source` names; see [`load_tokenizer`].
+pub fn build_tokenizer(
+    source: &TokenizerSource,
+    max_len: usize,
+) -> Result<Tokenizer, CheckpointError> {
+    let mut tokenizer = match source {
         TokenizerSource::TokenizerJson(path) => {
             Tokenizer::from_file(path).map_err(|e| CheckpointError::Tokenizer {
                 path: path.clone(),
@@ -89,10 +111,11 @@ pub fn load_tokenizer(
             message: e.to_string(),
         })?;
     tokenizer.with_padding(None);
-    Ok((tokenizer, source))
+    Ok(tokenizer)
 }
 
-fn resolve(
+/// Which tokenizer file [`load_tokenizer`] would use for `model_dir`, without building it.
+pub fn resolve_tokenizer(
     model_dir: &Path,
     run_dir: Option<&Path>,
     user_path: Option<&Path>,
@@ -112,7 +135,7 @@ fn resolve(
     }
     if let Some(path) = user_path {
         return if path.is_dir() {
-            resolve(path, None, None)
+            resolve_tokenizer(path, None, None)
         } else if path.file_name().is_some_and(|n| n == "vocab.txt") {
             Ok(TokenizerSource::WordPieceVocab(path.to_path_buf()))
         } else {
@@ -235,5 +258,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("no tokenizer"), "{message}");
+    }
+
+    #[test]
+    fn a_wordpiece_vocabulary_is_identified_with_its_casing_config() {
+        let legacy = fixtures().join("legacy-model");
+        let source = resolve_tokenizer(&legacy, None, None).unwrap();
+        assert_eq!(
+            source.files(),
+            [
+                legacy.join("vocab.txt"),
+                legacy.join("tokenizer_config.json")
+            ]
+        );
+        let json = fixtures().join("sharded-model");
+        let source = resolve_tokenizer(&json, None, None).unwrap();
+        assert_eq!(source.files(), [json.join("tokenizer.json")]);
     }
 }
