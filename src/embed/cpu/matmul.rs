@@ -2,6 +2,8 @@
 //! calls, here with their AVX-512 variants enabled), on strided views so that
 //! attention reads its heads straight out of the fused QKV rows without copies.
 
+use rayon::prelude::*;
+
 /// A matrix view: element (i, j) is `values[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct Matrix<'a> {
@@ -64,7 +66,7 @@ pub fn product(
 ) {
     assert_eq!(lhs.cols, rhs.rows, "inner dimensions differ");
     assert!(lhs.fits() && rhs.fits(), "operand view exceeds its buffer");
-    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    let (m, n) = (lhs.rows, rhs.cols);
     if m == 0 || n == 0 {
         return;
     }
@@ -72,37 +74,67 @@ pub fn product(
         (m - 1) * out_stride + n <= out.len(),
         "output view exceeds its buffer"
     );
-    let parallelism = match threads {
-        Threads::Pool if rayon::current_num_threads() > 1 => {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        }
-        _ => gemm::Parallelism::None,
-    };
-    // SAFETY: the assertions above keep every index the strides reach inside its slice,
-    // and `out` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            out_stride as isize,
-            accumulate,
-            lhs.values.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.values.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    let pool = rayon::current_num_threads();
+    if threads == Threads::Caller || pool == 1 || m < 2 * MIN_ROWS_PER_TASK {
+        // SAFETY: the assertions above keep every index the strides reach inside its
+        // slice, and `out` is borrowed mutably, so it aliases neither operand.
+        unsafe { serial_product(lhs, rhs, out, out_stride, accumulate) };
+        return;
     }
+    // Each thread takes a band of rows and runs the kernels alone: measured 0-35 % faster
+    // than handing the whole product to gemm's own rayon split on 2 cores.
+    let band = m.div_ceil(pool).max(MIN_ROWS_PER_TASK);
+    out.par_chunks_mut(band * out_stride)
+        .take(m.div_ceil(band))
+        .enumerate()
+        .for_each(|(index, out_band)| {
+            let first = index * band;
+            let rows = band.min(m - first);
+            let lhs_band = Matrix {
+                values: &lhs.values[first * lhs.row_stride..],
+                rows,
+                ..lhs
+            };
+            // SAFETY: as above; each band's view lies inside `lhs`, and the bands of
+            // `out` are disjoint.
+            unsafe { serial_product(lhs_band, rhs, out_band, out_stride, accumulate) };
+        });
+}
+
+/// Rows below which a band is not worth a task of its own.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// # Safety
+/// Every element the views' strides reach lies inside their slices, `lhs.cols ==
+/// rhs.rows`, and `out` holds `lhs.rows` rows of `rhs.cols` values, `out_stride` apart.
+unsafe fn serial_product(
+    lhs: Matrix<'_>,
+    rhs: Matrix<'_>,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    gemm::gemm(
+        lhs.rows,
+        rhs.cols,
+        lhs.cols,
+        out.as_mut_ptr(),
+        1,
+        out_stride as isize,
+        accumulate,
+        lhs.values.as_ptr(),
+        lhs.col_stride as isize,
+        lhs.row_stride as isize,
+        rhs.values.as_ptr(),
+        rhs.col_stride as isize,
+        rhs.row_stride as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 #[cfg(test)]
@@ -143,5 +175,33 @@ mod tests {
             Threads::Caller,
         );
         assert_eq!(strided, [3.0, 0.0, 0.0, 0.0, 7.0]);
+    }
+
+    #[test]
+    fn a_product_split_into_row_bands_fills_every_row_and_no_more() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        // Row i of lhs is [i, 1, 0]; weight [out=2, in=3] = [[1, 0, 0], [0, 1, 1]].
+        let rows = 40;
+        let lhs: Vec<f32> = (0..rows).flat_map(|i| [i as f32, 1.0, 0.0]).collect();
+        let weight = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let mut out = vec![-7.0; (rows + 1) * 2];
+        pool.install(|| {
+            product(
+                Matrix::rows(&lhs, rows, 3, 3),
+                Matrix::transposed(&weight, 3, 2, 3),
+                &mut out,
+                2,
+                false,
+                Threads::Pool,
+            )
+        });
+        let expected: Vec<f32> = (0..rows)
+            .flat_map(|i| [i as f32, 1.0])
+            .chain([-7.0, -7.0])
+            .collect();
+        assert_eq!(out, expected);
     }
 }

@@ -45,9 +45,9 @@ struct Norm {
     eps: f32,
 }
 
-struct Layer {
-    /// Query, key and value in one product (the last layer splits it, see `LastLayer`).
-    qkv: Dense,
+/// What follows self-attention in a layer: the attention output and its norm, then the
+/// feed-forward block and its norm.
+struct FeedForward {
     attention_output: Dense,
     attention_norm: Norm,
     intermediate: Dense,
@@ -55,15 +55,37 @@ struct Layer {
     output_norm: Norm,
 }
 
+struct Layer {
+    /// Query, key and value in one product (the last layer splits it, see `LastLayer`).
+    qkv: Dense,
+    feed_forward: FeedForward,
+}
+
 /// The last layer: keys and values for every token, a query for `[CLS]` only.
 struct LastLayer {
     query: Dense,
     key_value: Dense,
-    attention_output: Dense,
-    attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
-    output_norm: Norm,
+    feed_forward: FeedForward,
+}
+
+/// The buffers a pass reuses in every layer, so that no layer allocates (and faults in)
+/// tens of megabytes; products write into them without reading them first.
+struct Workspace {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+impl Workspace {
+    fn new(rows: usize, hidden: usize, intermediate: usize) -> Self {
+        Self {
+            qkv: vec![0.0; rows * 3 * hidden],
+            context: vec![0.0; rows * hidden],
+            attended: vec![0.0; rows * hidden],
+            inner: vec![0.0; rows * intermediate],
+        }
+    }
 }
 
 struct Head {
@@ -84,6 +106,7 @@ pub struct CpuBert {
     heads: usize,
     head_dim: usize,
     hidden: usize,
+    intermediate: usize,
     vocab: usize,
     max_positions: usize,
 }
@@ -136,15 +159,15 @@ impl LayerReader<'_> {
         })
     }
 
-    fn feed_forward(&self) -> Result<(Dense, Norm, Dense, Dense, Norm), EmbedError> {
+    fn feed_forward(&self) -> Result<FeedForward, EmbedError> {
         let (hidden, intermediate) = (self.hidden, self.intermediate);
-        Ok((
-            self.dense("attention.output.dense", hidden, hidden)?,
-            self.norm("attention.output.LayerNorm")?,
-            self.dense("intermediate.dense", intermediate, hidden)?,
-            self.dense("output.dense", hidden, intermediate)?,
-            self.norm("output.LayerNorm")?,
-        ))
+        Ok(FeedForward {
+            attention_output: self.dense("attention.output.dense", hidden, hidden)?,
+            attention_norm: self.norm("attention.output.LayerNorm")?,
+            intermediate: self.dense("intermediate.dense", intermediate, hidden)?,
+            output: self.dense("output.dense", hidden, intermediate)?,
+            output_norm: self.norm("output.LayerNorm")?,
+        })
     }
 }
 
@@ -200,28 +223,16 @@ impl CpuBert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers - 1);
         for index in 0..config.num_hidden_layers - 1 {
             let layer = reader(index);
-            let (attention_output, attention_norm, intermediate, output, output_norm) =
-                layer.feed_forward()?;
             layers.push(Layer {
                 qkv: layer.projections(&["query", "key", "value"])?,
-                attention_output,
-                attention_norm,
-                intermediate,
-                output,
-                output_norm,
+                feed_forward: layer.feed_forward()?,
             });
         }
         let last = reader(config.num_hidden_layers - 1);
-        let (attention_output, attention_norm, intermediate, output, output_norm) =
-            last.feed_forward()?;
         let last = LastLayer {
             query: last.projections(&["query"])?,
             key_value: last.projections(&["key", "value"])?,
-            attention_output,
-            attention_norm,
-            intermediate,
-            output,
-            output_norm,
+            feed_forward: last.feed_forward()?,
         };
         let head = match tensors.rows_of("classifier.weight") {
             Some(labels) => Some(Head {
@@ -258,6 +269,7 @@ impl CpuBert {
             heads: config.num_attention_heads,
             head_dim: hidden / config.num_attention_heads,
             hidden,
+            intermediate: config.intermediate_size,
             vocab: config.vocab_size,
             max_positions: config.max_position_embeddings,
         })
@@ -342,12 +354,13 @@ impl CpuBert {
                 }
             }
         }
-        self.normalise(&mut states, None, &self.embeddings_norm);
+        self.normalise(&mut states, None, None, &self.embeddings_norm);
         let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
+        let mut workspace = Workspace::new(tokens, hidden, self.intermediate);
         for layer in &self.layers {
-            states = self.layer(layer, states, &lengths);
+            self.layer(layer, &mut states, &lengths, &mut workspace);
         }
-        let cls = self.last_layer(&states, &lengths, &starts);
+        let cls = self.last_layer(&states, &lengths, &starts, &mut workspace.qkv);
         let logits = self.head.as_ref().map(|head| {
             let mut pooled = self.dense(&cls, texts.len(), &head.pooler);
             pooled.iter_mut().for_each(|v| *v = v.tanh());
@@ -356,62 +369,120 @@ impl CpuBert {
         (cls, logits)
     }
 
+    /// `input · weightᵀ + bias` in a new buffer: for the few rows of the last layer and
+    /// the head.
     fn dense(&self, input: &[f32], rows: usize, dense: &Dense) -> Vec<f32> {
         let outputs = dense.outputs();
         let mut out = Vec::with_capacity(rows * outputs);
         for _ in 0..rows {
             out.extend_from_slice(&dense.bias);
         }
+        self.product(input, rows, dense, &mut out, true);
+        out
+    }
+
+    /// `out = input · weightᵀ`, or `out += …` with `accumulate`; the bias is the caller's.
+    fn product(
+        &self,
+        input: &[f32],
+        rows: usize,
+        dense: &Dense,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let outputs = dense.outputs();
         matmul::product(
             Matrix::rows(input, rows, dense.inputs, dense.inputs),
             Matrix::transposed(&dense.weight, dense.inputs, outputs, dense.inputs),
-            &mut out,
+            &mut out[..rows * outputs],
             outputs,
-            true,
+            accumulate,
             Threads::Pool,
         );
-        out
     }
 
-    fn normalise(&self, rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
-        let chunk = self.hidden * 64;
-        let simd = self.simd;
+    /// Runs `apply` over `rows` (each `width` values long) in chunks of 64 rows on the
+    /// thread pool, passing each chunk's offset into `rows`.
+    fn for_row_chunks(
+        &self,
+        rows: &mut [f32],
+        width: usize,
+        apply: impl Fn(usize, &mut [f32]) + Sync + Send,
+    ) {
+        let chunk = width * 64;
         rows.par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(index, part)| {
-                let residual = residual.map(|r| &r[index * chunk..index * chunk + part.len()]);
-                simd.add_layer_norm(part, residual, &norm.weight, &norm.bias, norm.eps)
-            });
+            .for_each(|(index, part)| apply(index * chunk, part));
     }
 
+    /// `rows = LayerNorm(rows + bias + residual)`, with either addend optional.
+    fn normalise(
+        &self,
+        rows: &mut [f32],
+        residual: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        norm: &Norm,
+    ) {
+        let simd = self.simd;
+        self.for_row_chunks(rows, self.hidden, |offset, part| {
+            let residual = residual.map(|r| &r[offset..offset + part.len()]);
+            simd.add_layer_norm(part, residual, bias, &norm.weight, &norm.bias, norm.eps)
+        });
+    }
+
+    /// Attention output and norm, then the feed-forward block and its norm: `states`
+    /// holds the layer's input (the first residual) on entry and its output on return.
     fn feed_forward(
         &self,
+        block: &FeedForward,
         context: &[f32],
-        residual: &[f32],
-        rows: usize,
-        layer: (&Dense, &Norm, &Dense, &Dense, &Norm),
-    ) -> Vec<f32> {
-        let (attention_output, attention_norm, intermediate, output, output_norm) = layer;
-        let mut attended = self.dense(context, rows, attention_output);
-        self.normalise(&mut attended, Some(residual), attention_norm);
-        let mut inner = self.dense(&attended, rows, intermediate);
-        let (simd, activation) = (self.simd, self.activation);
-        inner
-            .par_chunks_mut(16 * 1024)
-            .for_each(|part| simd.activate(part, activation));
-        let mut out = self.dense(&inner, rows, output);
-        self.normalise(&mut out, Some(&attended), output_norm);
-        out
+        states: &mut [f32],
+        attended: &mut [f32],
+        inner: &mut [f32],
+    ) {
+        let rows = states.len() / self.hidden;
+        let attended = &mut attended[..rows * self.hidden];
+        let inner = &mut inner[..rows * self.intermediate];
+        self.product(context, rows, &block.attention_output, attended, false);
+        self.normalise(
+            attended,
+            Some(states),
+            Some(&block.attention_output.bias),
+            &block.attention_norm,
+        );
+        self.product(attended, rows, &block.intermediate, inner, false);
+        let (simd, activation, bias) = (self.simd, self.activation, &block.intermediate.bias);
+        self.for_row_chunks(inner, self.intermediate, |_, part| {
+            simd.activate(part, bias, activation)
+        });
+        self.product(inner, rows, &block.output, states, false);
+        self.normalise(
+            states,
+            Some(attended),
+            Some(&block.output.bias),
+            &block.output_norm,
+        );
     }
 
-    fn layer(&self, layer: &Layer, states: Vec<f32>, lengths: &[usize]) -> Vec<f32> {
+    fn layer(
+        &self,
+        layer: &Layer,
+        states: &mut [f32],
+        lengths: &[usize],
+        workspace: &mut Workspace,
+    ) {
         let hidden = self.hidden;
         let tokens = states.len() / hidden;
-        let qkv = self.dense(&states, tokens, &layer.qkv);
-        let mut context = vec![0f32; tokens * hidden];
+        let qkv = &mut workspace.qkv[..tokens * 3 * hidden];
+        self.product(states, tokens, &layer.qkv, qkv, false);
+        let simd = self.simd;
+        self.for_row_chunks(qkv, 3 * hidden, |_, part| {
+            simd.add_bias(part, &layer.qkv.bias)
+        });
+        let qkv = &workspace.qkv[..tokens * 3 * hidden];
         // One task per text: its rows of `context` are disjoint from every other's.
         let mut parts = Vec::with_capacity(lengths.len());
-        let mut rest = context.as_mut_slice();
+        let mut rest = &mut workspace.context[..tokens * hidden];
         let mut start = 0;
         for &length in lengths {
             let (part, tail) = rest.split_at_mut(length * hidden);
@@ -427,17 +498,12 @@ impl CpuBert {
             )
         });
         self.feed_forward(
-            &context,
-            &states,
-            tokens,
-            (
-                &layer.attention_output,
-                &layer.attention_norm,
-                &layer.intermediate,
-                &layer.output,
-                &layer.output_norm,
-            ),
-        )
+            &layer.feed_forward,
+            &workspace.context[..tokens * hidden],
+            states,
+            &mut workspace.attended,
+            &mut workspace.inner,
+        );
     }
 
     /// Self-attention of one text: `qkv` is its [length, 3·hidden] projections,
@@ -471,12 +537,25 @@ impl CpuBert {
     }
 
     /// The last layer, for the `[CLS]` row of each text only.
-    fn last_layer(&self, states: &[f32], lengths: &[usize], starts: &[usize]) -> Vec<f32> {
+    /// `key_value` is scratch space for every token's keys and values.
+    fn last_layer(
+        &self,
+        states: &[f32],
+        lengths: &[usize],
+        starts: &[usize],
+        key_value: &mut [f32],
+    ) -> Vec<f32> {
         let (hidden, d) = (self.hidden, self.head_dim);
         let layer = &self.last;
         let tokens = states.len() / hidden;
-        let key_value = self.dense(states, tokens, &layer.key_value);
-        let cls_states: Vec<f32> = starts
+        let key_value = &mut key_value[..tokens * 2 * hidden];
+        self.product(states, tokens, &layer.key_value, key_value, false);
+        let simd = self.simd;
+        self.for_row_chunks(key_value, 2 * hidden, |_, part| {
+            simd.add_bias(part, &layer.key_value.bias)
+        });
+        let key_value = &*key_value;
+        let mut cls_states: Vec<f32> = starts
             .iter()
             .flat_map(|&start| states[start * hidden..(start + 1) * hidden].iter().copied())
             .collect();
@@ -508,18 +587,16 @@ impl CpuBert {
                     }
                 }
             });
+        let mut attended = vec![0f32; texts * hidden];
+        let mut inner = vec![0f32; texts * self.intermediate];
         self.feed_forward(
+            &layer.feed_forward,
             &context,
-            &cls_states,
-            texts,
-            (
-                &layer.attention_output,
-                &layer.attention_norm,
-                &layer.intermediate,
-                &layer.output,
-                &layer.output_norm,
-            ),
-        )
+            &mut cls_states,
+            &mut attended,
+            &mut inner,
+        );
+        cls_states
     }
 }
 

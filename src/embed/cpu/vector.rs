@@ -88,24 +88,31 @@ impl Avx512 {
         present.then_some(Avx512(()))
     }
 
-    /// Applies the activation in place.
-    pub fn activate(self, values: &mut [f32], kind: Gelu) {
+    /// `row = activation(row + bias)` for each row of `bias.len()` values.
+    pub fn activate(self, rows: &mut [f32], bias: &[f32], kind: Gelu) {
         // SAFETY: `self` exists only on a CPU with the features enabled below.
-        unsafe { activate(values, kind) }
+        unsafe { activate(rows, bias, kind) }
     }
 
-    /// `row = LayerNorm(row + residual)` for each row of `weight.len()` values, as
-    /// PyTorch computes it: mean, then the biased variance of the centred values.
+    /// `row += bias` for each row of `bias.len()` values.
+    pub fn add_bias(self, rows: &mut [f32], bias: &[f32]) {
+        // SAFETY: as above.
+        unsafe { add_bias(rows, bias) }
+    }
+
+    /// `row = LayerNorm(row + input_bias + residual)` for each row of `weight.len()`
+    /// values, as PyTorch computes it: mean, then the biased variance of the centred values.
     pub fn add_layer_norm(
         self,
         rows: &mut [f32],
         residual: Option<&[f32]>,
+        input_bias: Option<&[f32]>,
         weight: &[f32],
         bias: &[f32],
         eps: f32,
     ) {
         // SAFETY: as above.
-        unsafe { add_layer_norm(rows, residual, weight, bias, eps) }
+        unsafe { add_layer_norm(rows, residual, input_bias, weight, bias, eps) }
     }
 
     /// In-place softmax of `row * scale`.
@@ -124,11 +131,21 @@ pub enum Gelu {
 }
 
 #[target_feature(enable = "avx512f,avx512dq,fma")]
-unsafe fn activate(values: &mut [f32], kind: Gelu) {
-    match kind {
-        Gelu::Erf => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-        Gelu::Tanh => values.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
-        Gelu::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+unsafe fn activate(rows: &mut [f32], bias: &[f32], kind: Gelu) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        let values = row.iter_mut().zip(bias);
+        match kind {
+            Gelu::Erf => values.for_each(|(v, b)| *v = gelu_erf(*v + b)),
+            Gelu::Tanh => values.for_each(|(v, b)| *v = gelu_tanh(*v + b)),
+            Gelu::Relu => values.for_each(|(v, b)| *v = (*v + b).max(0.0)),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512dq,fma")]
+unsafe fn add_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 
@@ -136,12 +153,17 @@ unsafe fn activate(values: &mut [f32], kind: Gelu) {
 unsafe fn add_layer_norm(
     rows: &mut [f32],
     residual: Option<&[f32]>,
+    input_bias: Option<&[f32]>,
     weight: &[f32],
     bias: &[f32],
     eps: f32,
 ) {
     let width = weight.len();
     for (index, row) in rows.chunks_exact_mut(width).enumerate() {
+        // PyTorch adds the bias inside the Linear, then the residual.
+        if let Some(input_bias) = input_bias {
+            row.iter_mut().zip(input_bias).for_each(|(v, b)| *v += b);
+        }
         if let Some(residual) = residual {
             let residual = &residual[index * width..(index + 1) * width];
             row.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
@@ -224,6 +246,7 @@ mod tests {
         simd.add_layer_norm(
             &mut rows,
             Some(&[1.0, 0.0, 1.0, 0.0]),
+            None,
             &[1.0, 2.0, 1.0, 1.0],
             &[0.0, 0.0, 0.5, 0.0],
             0.0,
@@ -236,10 +259,27 @@ mod tests {
             (row[0] - 0.1).abs() < 1e-6 && (row[1] - 0.9).abs() < 1e-6,
             "{row:?}"
         );
-        let mut values = vec![-1.0, 0.0, 1.0];
-        simd.activate(&mut values, Gelu::Erf);
+        // Rows [-1.5, 0.5, 2] and [0.5, -0.5, 0] with bias [0.5, -0.5, -1]: x = [-1, 0, 1], [1, -1, -1].
+        let mut values = vec![-1.5, 0.5, 2.0, 0.5, -0.5, 0.0];
+        simd.activate(&mut values, &[0.5, -0.5, -1.0], Gelu::Erf);
         // 0.5·x·(1 + erf(x/√2)) at ±1: 0.841344746 and -0.158655254.
-        assert!((values[0] + 0.158_655_25).abs() < 1e-6 && values[1] == 0.0);
-        assert!((values[2] - 0.841_344_7).abs() < 1e-6);
+        let (plus, minus) = (0.841_344_7, -0.158_655_25);
+        for (value, expected) in values.iter().zip([minus, 0.0, plus, plus, minus, minus]) {
+            assert!((value - expected).abs() < 1e-6, "{values:?}");
+        }
+        // Same rows with a bias in front of the residual: [0, 2, 2, 4] + [2, 0, 2, 0] = [2, 2, 4, 4].
+        let mut rows = vec![0.0, 2.0, 2.0, 4.0];
+        simd.add_layer_norm(
+            &mut rows,
+            Some(&[1.0, 0.0, 1.0, 0.0]),
+            Some(&[1.0, 0.0, 1.0, 0.0]),
+            &[1.0, 2.0, 1.0, 1.0],
+            &[0.0, 0.0, 0.5, 0.0],
+            0.0,
+        );
+        assert_eq!(rows, vec![-1.0, -2.0, 1.5, 1.0]);
+        let mut rows = vec![1.0, 2.0, 3.0, 4.0];
+        simd.add_bias(&mut rows, &[0.5, -2.0]);
+        assert_eq!(rows, vec![1.5, 0.0, 3.5, 2.0]);
     }
 }
