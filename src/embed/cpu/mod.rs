@@ -220,14 +220,31 @@ impl CpuBert {
             intermediate: config.intermediate_size,
             eps,
         };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers - 1);
-        for index in 0..config.num_hidden_layers - 1 {
-            let layer = reader(index);
-            layers.push(Layer {
-                qkv: layer.projections(&["query", "key", "value"])?,
-                feed_forward: layer.feed_forward()?,
-            });
-        }
+        // The word embeddings (half of a small model's bytes) and the layers are read on
+        // the pool's threads at once: copying out of the page cache is the load's cost.
+        let (word_embeddings, layers) = rayon::join(
+            || {
+                tensors.values(
+                    &format!("{base}embeddings.word_embeddings.weight"),
+                    &[config.vocab_size, hidden],
+                )
+            },
+            || {
+                (0..config.num_hidden_layers - 1)
+                    .into_par_iter()
+                    .map(|index| {
+                        let layer = reader(index);
+                        Ok(Layer {
+                            qkv: layer.projections(&["query", "key", "value"])?,
+                            feed_forward: layer.feed_forward()?,
+                        })
+                    })
+                    .collect::<Vec<Result<Layer, EmbedError>>>()
+            },
+        );
+        // The first failure in layer order, whatever thread met it first.
+        let layers: Result<Vec<Layer>, EmbedError> = layers.into_iter().collect();
+        let (word_embeddings, layers) = (word_embeddings?, layers?);
         let last = reader(config.num_hidden_layers - 1);
         let last = LastLayer {
             query: last.projections(&["query"])?,
@@ -246,10 +263,7 @@ impl CpuBert {
             &[config.type_vocab_size, hidden],
         )?;
         Ok(Self {
-            word_embeddings: tensors.values(
-                &format!("{base}embeddings.word_embeddings.weight"),
-                &[config.vocab_size, hidden],
-            )?,
+            word_embeddings,
             position_embeddings: tensors.values(
                 &format!("{base}embeddings.position_embeddings.weight"),
                 &[config.max_position_embeddings, hidden],
