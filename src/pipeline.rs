@@ -110,6 +110,24 @@ pub struct PassSummary {
     pub interrupted: bool,
     /// Ready checkpoints left for the next pass because of the pass's limit.
     pub deferred: usize,
+    /// Skipped in an earlier pass and not retried: none of their files changed since.
+    pub unchanged_failures: usize,
+}
+
+/// Each file of a checkpoint folder: name, size, mtime.
+type FolderFingerprint = Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)>;
+
+fn folder_fingerprint(dir: &Path) -> Option<FolderFingerprint> {
+    let mut files = std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| {
+            let entry = entry.ok()?;
+            let metadata = entry.metadata().ok()?;
+            Some((entry.file_name(), metadata.len(), metadata.modified().ok()))
+        })
+        .collect::<Option<FolderFingerprint>>()?;
+    files.sort();
+    Some(files)
 }
 
 pub struct Pipeline {
@@ -124,6 +142,9 @@ pub struct Pipeline {
     /// Tokenised probe sets by tokenizer content hash: the probe is tokenised once per tokenizer.
     tokenized: HashMap<String, Arc<TokenizedProbe>>,
     skipped: BTreeMap<u64, SkippedCheckpoint>,
+    /// The skipped checkpoints' folders as they were when they failed: a checkpoint is
+    /// retried only once something in it changes, not read again on every pass.
+    failed_as: HashMap<u64, FolderFingerprint>,
     latest_trainer_state: Option<TrainerState>,
     train_counts: Option<BTreeMap<String, usize>>,
     /// Weight-file fingerprints (size, mtime) by step, and since when they are unchanged.
@@ -169,6 +190,7 @@ impl Pipeline {
             worker: EmbedWorker::spawn(embedder),
             tokenized: HashMap::new(),
             skipped: BTreeMap::new(),
+            failed_as: HashMap::new(),
             latest_trainer_state: None,
             train_counts,
             settling: HashMap::new(),
@@ -213,6 +235,8 @@ impl Pipeline {
         if let Some(base) = self.config.base_model.clone() {
             if stored.contains(&0) {
                 summary.already_stored += 1;
+            } else if self.unchanged_since_failure(0, &base) {
+                summary.unchanged_failures += 1;
             } else {
                 ready.push((
                     CheckpointDir {
@@ -229,6 +253,10 @@ impl Pipeline {
                 continue;
             }
             present.insert(checkpoint.step);
+            if self.unchanged_since_failure(checkpoint.step, &checkpoint.path) {
+                summary.unchanged_failures += 1;
+                continue;
+            }
             let completeness = match checkpoint.completeness() {
                 Ok(completeness) => completeness,
                 Err(error) => {
@@ -270,6 +298,8 @@ impl Pipeline {
         // A checkpoint rotated away after a failed read is a gap now, not a skip.
         self.skipped
             .retain(|step, _| present.contains(step) || *step == 0);
+        self.failed_as
+            .retain(|step, _| present.contains(step) || *step == 0);
         on_progress(Progress::Planned {
             checkpoints: ready.len(),
         });
@@ -307,6 +337,7 @@ impl Pipeline {
                     self.state
                         .write_embeddings(outcome.step, &embeddings, &source)?;
                     self.skipped.remove(&outcome.step);
+                    self.failed_as.remove(&outcome.step);
                     summary.embedded.push(outcome.step);
                     on_progress(Progress::Embedded {
                         step: outcome.step,
@@ -342,6 +373,14 @@ impl Pipeline {
             }
         }
         Ok(summary)
+    }
+
+    /// True if `step` was skipped and its folder still holds the same files, sizes and
+    /// mtimes as when it failed.
+    fn unchanged_since_failure(&self, step: u64, dir: &Path) -> bool {
+        self.failed_as
+            .get(&step)
+            .is_some_and(|failed| folder_fingerprint(dir).as_ref() == Some(failed))
     }
 
     /// True once the checkpoint's files have kept their sizes and mtimes for the settle
@@ -485,6 +524,10 @@ impl Pipeline {
         };
         on_progress(Progress::Skipped(&skipped));
         self.skipped.insert(checkpoint.step, skipped);
+        match folder_fingerprint(&checkpoint.path) {
+            Some(fingerprint) => self.failed_as.insert(checkpoint.step, fingerprint),
+            None => self.failed_as.remove(&checkpoint.step),
+        };
         summary.skipped += 1;
     }
 

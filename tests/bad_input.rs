@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use common::*;
 
@@ -168,4 +169,41 @@ fn a_run_without_checkpoints_says_so() {
         &dir.path().join("state"),
     );
     assert_clean_failure(&output, &["no complete checkpoint"]);
+}
+
+#[test]
+fn a_failed_checkpoint_is_retried_only_once_its_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run_with(&[40, 80], dir.path());
+    let weights = run.join("checkpoint-80/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let mut pipeline = common::embed_run(&run, &probe_path(), &dir.path().join("state"), None);
+    let pass = |pipeline: &mut dwell::pipeline::Pipeline| {
+        let mut skips = 0;
+        let summary = pipeline
+            .embed_pending(usize::MAX, &AtomicBool::new(false), &mut |progress| {
+                if let dwell::pipeline::Progress::Skipped(_) = progress {
+                    skips += 1;
+                }
+            })
+            .unwrap();
+        (summary, skips)
+    };
+    // Unchanged: not read again, not reported again, still listed in the report.
+    let (summary, skips) = pass(&mut pipeline);
+    assert_eq!(
+        (summary.unchanged_failures, summary.skipped, skips),
+        (1, 0, 0)
+    );
+    assert!(summary.embedded.is_empty());
+    assert_eq!(pipeline.build_report().unwrap().skipped.len(), 1);
+    // The Trainer (or the user) rewrites the file: retried, embedded, no longer listed.
+    std::fs::write(&weights, &bytes).unwrap();
+    let (summary, skips) = pass(&mut pipeline);
+    assert_eq!(
+        (summary.embedded, summary.unchanged_failures, skips),
+        (vec![80], 0, 0)
+    );
+    assert!(pipeline.build_report().unwrap().skipped.is_empty());
 }
