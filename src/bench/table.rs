@@ -312,27 +312,32 @@ mod tests {
         }
     }
 
-    fn machine() -> Machine {
-        Machine {
-            cpu: "Test CPU".into(),
-            cores: 2,
-            threads: 2,
+    /// A report of one MiniLM case and a 4-checkpoint whole run of 2 s.
+    fn report(
+        case: CaseMeasurement,
+        peak_rss: Result<u64, String>,
+        baseline: Option<Baseline>,
+    ) -> BenchReport {
+        BenchReport {
+            machine: Machine {
+                cpu: "Test CPU".into(),
+                cores: 2,
+                threads: 2,
+            },
+            batch_size: 32,
+            whole_run: Some(WholeRunMeasurement {
+                checkpoints: 4,
+                seconds: 2.0,
+                peak_rss,
+            }),
+            cases: vec![case],
+            baseline,
         }
     }
 
     #[test]
     fn dwell_alone_has_one_column_and_no_comparison() {
-        let report = BenchReport {
-            machine: machine(),
-            batch_size: 32,
-            whole_run: Some(WholeRunMeasurement {
-                checkpoints: 4,
-                seconds: 2.0,
-                peak_rss: Ok(300_000_000),
-            }),
-            cases: vec![minilm()],
-            baseline: None,
-        };
+        let report = report(minilm(), Ok(300_000_000), None);
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 
@@ -383,16 +388,10 @@ minilm: 400 texts, max length 64
         );
         let mut case = minilm();
         case.memory = PeakMemory::Unavailable("no /proc here".into());
-        let report = BenchReport {
-            machine: machine(),
-            batch_size: 32,
-            whole_run: Some(WholeRunMeasurement {
-                checkpoints: 4,
-                seconds: 2.0,
-                peak_rss: Err("no /proc here".into()),
-            }),
-            cases: vec![case],
-            baseline: Some(Baseline {
+        let report = report(
+            case,
+            Err("no /proc here".into()),
+            Some(Baseline {
                 schema: BASELINE_SCHEMA.into(),
                 torch: "2.9.0".into(),
                 transformers: "5.0.0".into(),
@@ -404,7 +403,7 @@ minilm: 400 texts, max length 64
                     pass_seconds: vec![1.0, 1.0, 1.0, 2.0],
                 }),
             }),
-        };
+        );
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 PyTorch baseline: torch 2.9.0, transformers 5.0.0, 2 threads, batch size 32, attention sdpa
