@@ -68,8 +68,8 @@ struct LastLayer {
     feed_forward: FeedForward,
 }
 
-/// The buffers a pass reuses in every layer, so that no layer allocates (and faults in)
-/// tens of megabytes; products write into them without reading them first.
+/// The buffers every layer of every pass reuses, so that no layer allocates (and faults
+/// in) tens of megabytes; products write into them without reading them first.
 struct Workspace {
     qkv: Vec<f32>,
     context: Vec<f32>,
@@ -318,9 +318,17 @@ impl CpuBert {
         }
         let mut cls = vec![0f32; examples * hidden];
         let mut logits = labels.map(|c| vec![0f32; examples * c]);
-        for pass in plan_passes(probe) {
+        let passes = plan_passes(probe);
+        let largest = passes
+            .iter()
+            .map(|pass| pass.iter().map(|&i| probe.ids[i].len()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        // One workspace for every pass of the probe, sized for the largest.
+        let mut workspace = Workspace::new(largest, hidden, self.intermediate);
+        for pass in passes {
             let texts: Vec<&[u32]> = pass.iter().map(|&i| probe.ids[i].as_slice()).collect();
-            let (pass_cls, pass_logits) = self.forward(&texts);
+            let (pass_cls, pass_logits) = self.forward(&texts, &mut workspace);
             for (row, &index) in pass.iter().enumerate() {
                 cls[index * hidden..(index + 1) * hidden]
                     .copy_from_slice(&pass_cls[row * hidden..(row + 1) * hidden]);
@@ -341,7 +349,7 @@ impl CpuBert {
     }
 
     /// `[CLS]` states [texts, hidden] and logits [texts, labels] of one pass.
-    fn forward(&self, texts: &[&[u32]]) -> (Vec<f32>, Option<Vec<f32>>) {
+    fn forward(&self, texts: &[&[u32]], workspace: &mut Workspace) -> (Vec<f32>, Option<Vec<f32>>) {
         let hidden = self.hidden;
         let starts: Vec<usize> = texts
             .iter()
@@ -370,9 +378,8 @@ impl CpuBert {
         }
         self.normalise(&mut states, None, None, &self.embeddings_norm);
         let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
-        let mut workspace = Workspace::new(tokens, hidden, self.intermediate);
         for layer in &self.layers {
-            self.layer(layer, &mut states, &lengths, &mut workspace);
+            self.layer(layer, &mut states, &lengths, workspace);
         }
         let cls = self.last_layer(&states, &lengths, &starts, &mut workspace.qkv);
         let logits = self.head.as_ref().map(|head| {
@@ -415,20 +422,6 @@ impl CpuBert {
         );
     }
 
-    /// Runs `apply` over `rows` (each `width` values long) in chunks of 64 rows on the
-    /// thread pool, passing each chunk's offset into `rows`.
-    fn for_row_chunks(
-        &self,
-        rows: &mut [f32],
-        width: usize,
-        apply: impl Fn(usize, &mut [f32]) + Sync + Send,
-    ) {
-        let chunk = width * 64;
-        rows.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(index, part)| apply(index * chunk, part));
-    }
-
     /// `rows = LayerNorm(rows + bias + residual)`, with either addend optional.
     fn normalise(
         &self,
@@ -438,7 +431,7 @@ impl CpuBert {
         norm: &Norm,
     ) {
         let simd = self.simd;
-        self.for_row_chunks(rows, self.hidden, |offset, part| {
+        for_row_chunks(rows, self.hidden, |offset, part| {
             let residual = residual.map(|r| &r[offset..offset + part.len()]);
             simd.add_layer_norm(part, residual, bias, &norm.weight, &norm.bias, norm.eps)
         });
@@ -466,7 +459,7 @@ impl CpuBert {
         );
         self.product(attended, rows, &block.intermediate, inner, false);
         let (simd, activation, bias) = (self.simd, self.activation, &block.intermediate.bias);
-        self.for_row_chunks(inner, self.intermediate, |_, part| {
+        for_row_chunks(inner, self.intermediate, |_, part| {
             simd.activate(part, bias, activation)
         });
         self.product(inner, rows, &block.output, states, false);
@@ -490,7 +483,7 @@ impl CpuBert {
         let qkv = &mut workspace.qkv[..tokens * 3 * hidden];
         self.product(states, tokens, &layer.qkv, qkv, false);
         let simd = self.simd;
-        self.for_row_chunks(qkv, 3 * hidden, |_, part| {
+        for_row_chunks(qkv, 3 * hidden, |_, part| {
             simd.add_bias(part, &layer.qkv.bias)
         });
         let qkv = &workspace.qkv[..tokens * 3 * hidden];
@@ -565,7 +558,7 @@ impl CpuBert {
         let key_value = &mut key_value[..tokens * 2 * hidden];
         self.product(states, tokens, &layer.key_value, key_value, false);
         let simd = self.simd;
-        self.for_row_chunks(key_value, 2 * hidden, |_, part| {
+        for_row_chunks(key_value, 2 * hidden, |_, part| {
             simd.add_bias(part, &layer.key_value.bias)
         });
         let key_value = &*key_value;
@@ -612,6 +605,15 @@ impl CpuBert {
         );
         cls_states
     }
+}
+
+/// Runs `apply` over `rows` (each `width` values long) in chunks of 64 rows on the
+/// thread pool, passing each chunk's offset into `rows`.
+fn for_row_chunks(rows: &mut [f32], width: usize, apply: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let chunk = width * 64;
+    rows.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(index, part)| apply(index * chunk, part));
 }
 
 /// Groups the probe's texts, longest first, into passes of about [`TOKENS_PER_PASS`]
