@@ -122,3 +122,68 @@ fn sharded_safetensors_match_pytorch() {
         assert_matches_reference(&pipeline.state().clone(), &pipeline, backend, 480, 480);
     }
 }
+
+/// The avx512 backend reads only the word-embedding rows of the probe's tokens: the
+/// model embeds that probe exactly, and refuses a probe with tokens it did not read, or
+/// tokens beyond the vocabulary, with an error instead of a wrong row.
+#[test]
+fn a_model_is_loaded_for_the_tokens_of_its_probe() {
+    use dwell::checkpoint::{ModelConfig, WeightFiles};
+    use dwell::embed::{ModelEmbedder, ModelSource, TokenizedProbe};
+    if !available_backends().contains(&Backend::Avx512) {
+        return;
+    }
+    let dir = fixtures().join("hf-tiny-run/checkpoint-480");
+    let source = ModelSource {
+        config: ModelConfig::load(&dir.join("config.json")).unwrap(),
+        weights: WeightFiles::find(&dir).unwrap().unwrap(),
+        dir: dir.clone(),
+    };
+    let embedder = ModelEmbedder::with_backend(32, Backend::Avx512).unwrap();
+    let vocab_size = source.config.vocab_size as u32;
+    let probe = TokenizedProbe {
+        ids: vec![vec![2, 7, 3], vec![2, 5, 5, 3]],
+    };
+    let model = embedder.load_model(&source, &probe).unwrap();
+    let full = embedder
+        .load_model(
+            &source,
+            &TokenizedProbe {
+                ids: vec![(0..vocab_size).collect()],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        embedder.embed_loaded(&model, &probe).unwrap().cls,
+        embedder.embed_loaded(&full, &probe).unwrap().cls,
+        "the rows read alone embed as the whole table does"
+    );
+
+    let other = TokenizedProbe {
+        ids: vec![vec![2, 7, 3], vec![2, 9, 3]],
+    };
+    let refused = embedder
+        .embed_loaded(&model, &other)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused
+            .contains("probe example 1 has token id 9, not among the ids the model was loaded for"),
+        "{refused}"
+    );
+    let beyond = TokenizedProbe {
+        ids: vec![vec![2, vocab_size, 3]],
+    };
+    let refused = embedder
+        .load_model(&source, &beyond)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains(&format!(
+            "token id {vocab_size}, beyond the model's vocab_size {vocab_size}"
+        )),
+        "{refused}"
+    );
+}

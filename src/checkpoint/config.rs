@@ -73,8 +73,10 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.hidden_size == 0 || self.num_attention_heads == 0 {
-            return Err("hidden_size and num_attention_heads must be positive".into());
+        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.intermediate_size == 0 {
+            return Err(
+                "hidden_size, num_attention_heads and intermediate_size must be positive".into(),
+            );
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
@@ -142,6 +144,22 @@ mod tests {
         let message = ModelConfig::load(&path).unwrap_err().to_string();
         assert!(message.contains("\"roberta\" is not supported; supported: bert"));
         assert!(message.contains("config.json"));
+    }
+
+    #[test]
+    fn a_zero_size_is_refused_before_any_weight_is_read() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hf-tiny-run/checkpoint-40/config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        config["intermediate_size"] = 0.into();
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(&dir, &config.to_string());
+        let message = ModelConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("intermediate_size must be positive"),
+            "{message}"
+        );
     }
 
     #[test]

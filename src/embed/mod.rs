@@ -77,6 +77,14 @@ impl TokenizedProbe {
     pub fn token_count(&self) -> usize {
         self.ids.iter().map(Vec::len).sum()
     }
+
+    /// Every token id the probe uses, once each, ascending.
+    pub fn vocabulary(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.ids.iter().flatten().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 /// A padded batch of probe examples of similar length.
@@ -261,7 +269,14 @@ impl ModelEmbedder {
         self.backend
     }
 
-    pub fn load_model(&self, model: &ModelSource) -> Result<LoadedModel, EmbedError> {
+    /// Reads a checkpoint for embedding `probe`: the avx512 backend reads only the
+    /// word-embedding rows of the tokens the probe uses (a small model's vocabulary is
+    /// half its weights).
+    pub fn load_model(
+        &self,
+        model: &ModelSource,
+        probe: &TokenizedProbe,
+    ) -> Result<LoadedModel, EmbedError> {
         let tensors = NamedTensors::open(&model.weights, &self.device)?;
         match self.backend {
             Backend::Candle => Ok(LoadedModel::Candle(BertClassifier::load(
@@ -278,6 +293,7 @@ impl ModelEmbedder {
                     &model.config,
                     &tensors,
                     activation,
+                    &probe.vocabulary(),
                 )?)))
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -359,7 +375,7 @@ impl Embedder for ModelEmbedder {
         model: &ModelSource,
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError> {
-        let loaded = self.load_model(model)?;
+        let loaded = self.load_model(model, probe)?;
         self.embed_loaded(&loaded, probe)
     }
 }

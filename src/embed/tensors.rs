@@ -165,6 +165,46 @@ impl NamedTensors {
         }
     }
 
+    /// The rows `which` (ascending) of the 2-D tensor `name`, one after another, checked
+    /// against the shape config.json implies. Only those rows are read from a file.
+    pub fn rows(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        which: &[u32],
+    ) -> Result<Vec<f32>, EmbedError> {
+        let [count, width] = shape;
+        if let Some(&beyond) = which.iter().find(|&&row| row as usize >= count) {
+            return Err(self.error(format!(
+                "row {beyond} of tensor {name} asked for; it has {count} rows"
+            )));
+        }
+        match self.entries.get(name) {
+            Some(Entry::InFile(tensor)) if tensor.shape == shape => {
+                let mut values = Vec::with_capacity(which.len() * width);
+                // Runs of consecutive rows are read at once.
+                let mut rest = which;
+                while let Some(&first) = rest.first() {
+                    let run = 1 + rest
+                        .windows(2)
+                        .take_while(|pair| pair[1] == pair[0] + 1)
+                        .count();
+                    values.extend(tensor.read_range(name, first as usize * width, run * width)?);
+                    rest = &rest[run..];
+                }
+                Ok(values)
+            }
+            _ => {
+                let all = self.values(name, &shape)?;
+                Ok(which
+                    .iter()
+                    .flat_map(|&row| &all[row as usize * width..(row as usize + 1) * width])
+                    .copied()
+                    .collect())
+            }
+        }
+    }
+
     /// The tensor on the model's device, checked against the shape config.json implies.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, EmbedError> {
         if let Some(Entry::Loaded(tensor)) = self.entries.get(name) {
@@ -228,14 +268,23 @@ impl NamedTensors {
 
 impl FileTensor {
     fn read(&self, name: &str) -> Result<Vec<f32>, EmbedError> {
-        let count: usize = self.shape.iter().product();
+        self.read_range(name, 0, self.shape.iter().product())
+    }
+
+    /// `count` values from value `first` on, in the tensor's row-major order.
+    fn read_range(&self, name: &str, first: usize, count: usize) -> Result<Vec<f32>, EmbedError> {
         let error = |message: String| EmbedError::Weights {
             path: self.path.display().to_string(),
             message,
         };
+        let element = match self.dtype {
+            StoredType::F32 => 4,
+            _ => 2,
+        };
+        let offset = self.offset + (first * element) as u64;
         let read = |bytes: &mut [u8]| {
             self.file
-                .read_exact_at(bytes, self.offset)
+                .read_exact_at(bytes, offset)
                 .map_err(|e| error(format!("reading tensor {name}: {e}")))
         };
         match self.dtype {
@@ -383,6 +432,7 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let bf16_bytes: Vec<u8> = half::bf16::from_f32(4.0).to_le_bytes().to_vec();
+        let table_bytes: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
         write_safetensors(
             &path,
             &[
@@ -390,6 +440,7 @@ mod tests {
                 ("b", "F16", vec![1, 2], f16_bytes),
                 ("c", "BF16", vec![1], bf16_bytes),
                 ("ids", "I64", vec![1], 7i64.to_le_bytes().to_vec()),
+                ("table", "F32", vec![4, 2], table_bytes),
             ],
         );
         let tensors =
@@ -397,6 +448,17 @@ mod tests {
         assert_eq!(tensors.values("a", &[2]).unwrap(), vec![1.5, -2.0]);
         assert_eq!(tensors.values("b", &[1, 2]).unwrap(), vec![0.5, -3.0]);
         assert_eq!(tensors.values("c", &[1]).unwrap(), vec![4.0]);
+        assert_eq!(tensors.rows("b", [1, 2], &[0]).unwrap(), vec![0.5, -3.0]);
+        // Rows 2 and 3 are one run, row 0 another.
+        assert_eq!(
+            tensors.rows("table", [4, 2], &[0, 2, 3]).unwrap(),
+            vec![0.0, 1.0, 4.0, 5.0, 6.0, 7.0]
+        );
+        let beyond = tensors.rows("b", [1, 2], &[1]).unwrap_err().to_string();
+        assert!(
+            beyond.contains("row 1 of tensor b asked for; it has 1 rows"),
+            "{beyond}"
+        );
         let wrong = tensors.values("a", &[3]).unwrap_err().to_string();
         assert!(
             wrong.contains("tensor a has shape [2], config.json implies [3]"),

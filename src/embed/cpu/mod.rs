@@ -8,12 +8,14 @@
 //! passes, and computes only the `[CLS]` rows in the last layer. The math is that of
 //! `super::bert` (SPEC §3), held to the same 1e-4 parity with PyTorch by the tests.
 
+mod linear;
 mod matmul;
 mod vector;
 
 use rayon::prelude::*;
 
-use matmul::{Matrix, Threads};
+use linear::{AlignedBuffer, PackedLinear};
+use matmul::Matrix;
 use vector::Gelu;
 
 use super::tensors::NamedTensors;
@@ -26,19 +28,6 @@ pub use vector::Avx512;
 /// small enough that a pass's activations stay in tens of megabytes.
 const TOKENS_PER_PASS: usize = 2048;
 
-/// A Linear layer: weight [outputs, inputs] as PyTorch stores it.
-struct Dense {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    inputs: usize,
-}
-
-impl Dense {
-    fn outputs(&self) -> usize {
-        self.bias.len()
-    }
-}
-
 struct Norm {
     weight: Vec<f32>,
     bias: Vec<f32>,
@@ -48,53 +37,60 @@ struct Norm {
 /// What follows self-attention in a layer: the attention output and its norm, then the
 /// feed-forward block and its norm.
 struct FeedForward {
-    attention_output: Dense,
+    attention_output: PackedLinear,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: PackedLinear,
+    output: PackedLinear,
     output_norm: Norm,
 }
 
 struct Layer {
     /// Query, key and value in one product (the last layer splits it, see `LastLayer`).
-    qkv: Dense,
+    qkv: PackedLinear,
     feed_forward: FeedForward,
 }
 
 /// The last layer: keys and values for every token, a query for `[CLS]` only.
 struct LastLayer {
-    query: Dense,
-    key_value: Dense,
+    query: PackedLinear,
+    key_value: PackedLinear,
     feed_forward: FeedForward,
 }
 
 /// The buffers every layer of every pass reuses, so that no layer allocates (and faults
-/// in) tens of megabytes; products write into them without reading them first.
+/// in) tens of megabytes; products write into them without reading them first. Aligned
+/// to cache lines, so that the products' row stores do not straddle lines.
 struct Workspace {
-    qkv: Vec<f32>,
-    context: Vec<f32>,
-    attended: Vec<f32>,
-    inner: Vec<f32>,
+    qkv: AlignedBuffer,
+    context: AlignedBuffer,
+    attended: AlignedBuffer,
+    inner: AlignedBuffer,
 }
 
 impl Workspace {
     fn new(rows: usize, hidden: usize, intermediate: usize) -> Self {
         Self {
-            qkv: vec![0.0; rows * 3 * hidden],
-            context: vec![0.0; rows * hidden],
-            attended: vec![0.0; rows * hidden],
-            inner: vec![0.0; rows * intermediate],
+            qkv: AlignedBuffer::zeroed(rows * 3 * hidden),
+            context: AlignedBuffer::zeroed(rows * hidden),
+            attended: AlignedBuffer::zeroed(rows * hidden),
+            inner: AlignedBuffer::zeroed(rows * intermediate),
         }
     }
 }
 
 struct Head {
-    pooler: Dense,
-    classifier: Dense,
+    pooler: PackedLinear,
+    classifier: PackedLinear,
 }
 
+/// Row `id` of a sparse table: `u32::MAX` where the row was not read.
+const NOT_READ: u32 = u32::MAX;
+
 pub struct CpuBert {
-    word_embeddings: Vec<f32>,
+    /// The word-embedding rows of the probe's tokens only, in ascending id order.
+    word_rows: Vec<f32>,
+    /// For each id of the vocabulary, its row in `word_rows`, or [`NOT_READ`].
+    word_row_of: Vec<u32>,
     position_embeddings: Vec<f32>,
     token_type_row: Vec<f32>,
     embeddings_norm: Norm,
@@ -107,12 +103,12 @@ pub struct CpuBert {
     head_dim: usize,
     hidden: usize,
     intermediate: usize,
-    vocab: usize,
     max_positions: usize,
 }
 
 /// Names and reads one layer's tensors.
 struct LayerReader<'a> {
+    simd: Avx512,
     tensors: &'a NamedTensors,
     prefix: String,
     hidden: usize,
@@ -121,8 +117,9 @@ struct LayerReader<'a> {
 }
 
 impl LayerReader<'_> {
-    fn dense(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Dense, EmbedError> {
+    fn dense(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<PackedLinear, EmbedError> {
         dense(
+            self.simd,
             self.tensors,
             &format!("{}.{name}", self.prefix),
             out_dim,
@@ -140,7 +137,7 @@ impl LayerReader<'_> {
     }
 
     /// The weights and biases of the named attention projections, stacked in order.
-    fn projections(&self, names: &[&str]) -> Result<Dense, EmbedError> {
+    fn projections(&self, names: &[&str]) -> Result<PackedLinear, EmbedError> {
         let hidden = self.hidden;
         let mut weight = Vec::with_capacity(names.len() * hidden * hidden);
         let mut bias = Vec::with_capacity(names.len() * hidden);
@@ -152,11 +149,7 @@ impl LayerReader<'_> {
             );
             bias.extend(self.tensors.values(&format!("{prefix}.bias"), &[hidden])?);
         }
-        Ok(Dense {
-            weight,
-            bias,
-            inputs: hidden,
-        })
+        Ok(PackedLinear::new(self.simd, &weight, &bias, hidden))
     }
 
     fn feed_forward(&self) -> Result<FeedForward, EmbedError> {
@@ -172,16 +165,18 @@ impl LayerReader<'_> {
 }
 
 fn dense(
+    simd: Avx512,
     tensors: &NamedTensors,
     prefix: &str,
     out_dim: usize,
     in_dim: usize,
-) -> Result<Dense, EmbedError> {
-    Ok(Dense {
-        weight: tensors.values(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-        bias: tensors.values(&format!("{prefix}.bias"), &[out_dim])?,
-        inputs: in_dim,
-    })
+) -> Result<PackedLinear, EmbedError> {
+    Ok(PackedLinear::new(
+        simd,
+        &tensors.values(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        &tensors.values(&format!("{prefix}.bias"), &[out_dim])?,
+        in_dim,
+    ))
 }
 
 fn norm(tensors: &NamedTensors, prefix: &str, dim: usize, eps: f32) -> Result<Norm, EmbedError> {
@@ -194,12 +189,14 @@ fn norm(tensors: &NamedTensors, prefix: &str, dim: usize, eps: f32) -> Result<No
 }
 
 impl CpuBert {
-    /// Reads the weights.
+    /// Reads the weights, and of the word embeddings the rows of `vocabulary` (the ids
+    /// the probe uses, ascending) only.
     pub(crate) fn load(
         simd: Avx512,
         config: &ModelConfig,
         tensors: &NamedTensors,
         activation: super::bert::Activation,
+        vocabulary: &[u32],
     ) -> Result<Self, EmbedError> {
         let base = if tensors.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
@@ -214,19 +211,30 @@ impl CpuBert {
             ));
         }
         let reader = |index: usize| LayerReader {
+            simd,
             tensors,
             prefix: format!("{base}encoder.layer.{index}"),
             hidden,
             intermediate: config.intermediate_size,
             eps,
         };
-        // The word embeddings (half of a small model's bytes) and the layers are read on
-        // the pool's threads at once: copying out of the page cache is the load's cost.
-        let (word_embeddings, layers) = rayon::join(
+        if let Some(&id) = vocabulary
+            .last()
+            .filter(|&&id| id as usize >= config.vocab_size)
+        {
+            return Err(EmbedError::Unsupported(format!(
+                "the probe has token id {id}, beyond the model's vocab_size {}",
+                config.vocab_size
+            )));
+        }
+        // The word-embedding rows and the layers are read on the pool's threads at once:
+        // copying out of the page cache is the load's cost.
+        let (word_rows, layers) = rayon::join(
             || {
-                tensors.values(
+                tensors.rows(
                     &format!("{base}embeddings.word_embeddings.weight"),
-                    &[config.vocab_size, hidden],
+                    [config.vocab_size, hidden],
+                    vocabulary,
                 )
             },
             || {
@@ -244,7 +252,11 @@ impl CpuBert {
         );
         // The first failure in layer order, whatever thread met it first.
         let layers: Result<Vec<Layer>, EmbedError> = layers.into_iter().collect();
-        let (word_embeddings, layers) = (word_embeddings?, layers?);
+        let (word_rows, layers) = (word_rows?, layers?);
+        let mut word_row_of = vec![NOT_READ; config.vocab_size];
+        for (row, &id) in vocabulary.iter().enumerate() {
+            word_row_of[id as usize] = row as u32;
+        }
         let last = reader(config.num_hidden_layers - 1);
         let last = LastLayer {
             query: last.projections(&["query"])?,
@@ -253,8 +265,14 @@ impl CpuBert {
         };
         let head = match tensors.rows_of("classifier.weight") {
             Some(labels) => Some(Head {
-                pooler: dense(tensors, &format!("{base}pooler.dense"), hidden, hidden)?,
-                classifier: dense(tensors, "classifier", labels, hidden)?,
+                pooler: dense(
+                    simd,
+                    tensors,
+                    &format!("{base}pooler.dense"),
+                    hidden,
+                    hidden,
+                )?,
+                classifier: dense(simd, tensors, "classifier", labels, hidden)?,
             }),
             None => None,
         };
@@ -263,7 +281,8 @@ impl CpuBert {
             &[config.type_vocab_size, hidden],
         )?;
         Ok(Self {
-            word_embeddings,
+            word_rows,
+            word_row_of,
             position_embeddings: tensors.values(
                 &format!("{base}embeddings.position_embeddings.weight"),
                 &[config.max_position_embeddings, hidden],
@@ -284,7 +303,6 @@ impl CpuBert {
             head_dim: hidden / config.num_attention_heads,
             hidden,
             intermediate: config.intermediate_size,
-            vocab: config.vocab_size,
             max_positions: config.max_position_embeddings,
         })
     }
@@ -306,14 +324,21 @@ impl CpuBert {
         let hidden = self.hidden;
         let labels = self.num_labels();
         let examples = probe.ids.len();
-        if let Some((index, &id)) = probe.ids.iter().enumerate().find_map(|(i, ids)| {
-            ids.iter()
-                .find(|&&id| id as usize >= self.vocab)
-                .map(|id| (i, id))
-        }) {
+        let read = |id: u32| {
+            self.word_row_of
+                .get(id as usize)
+                .is_some_and(|&row| row != NOT_READ)
+        };
+        if let Some((index, &id)) = probe
+            .ids
+            .iter()
+            .enumerate()
+            .find_map(|(i, ids)| ids.iter().find(|&&id| !read(id)).map(|id| (i, id)))
+        {
             return Err(EmbedError::Unsupported(format!(
-                "probe example {index} has token id {id}, beyond the model's vocab_size {}",
-                self.vocab
+                "probe example {index} has token id {id}, not among the ids the model was \
+                 loaded for (vocab_size {})",
+                self.word_row_of.len()
             )));
         }
         let mut cls = vec![0f32; examples * hidden];
@@ -360,11 +385,12 @@ impl CpuBert {
             })
             .collect();
         let tokens: usize = texts.iter().map(|text| text.len()).sum();
-        let mut states = vec![0f32; tokens * hidden];
+        let mut states = AlignedBuffer::zeroed(tokens * hidden);
         for (text, &start) in texts.iter().zip(&starts) {
             for (position, &id) in text.iter().enumerate() {
                 let row = &mut states[(start + position) * hidden..(start + position + 1) * hidden];
-                let word = &self.word_embeddings[id as usize * hidden..(id as usize + 1) * hidden];
+                let word_row = self.word_row_of[id as usize] as usize;
+                let word = &self.word_rows[word_row * hidden..(word_row + 1) * hidden];
                 let place = &self.position_embeddings[position * hidden..(position + 1) * hidden];
                 for (((value, w), p), t) in row
                     .iter_mut()
@@ -376,7 +402,7 @@ impl CpuBert {
                 }
             }
         }
-        self.normalise(&mut states, None, None, &self.embeddings_norm);
+        self.normalise(&mut states, None, &self.embeddings_norm);
         let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
         for layer in &self.layers {
             self.layer(layer, &mut states, &lengths, workspace);
@@ -392,48 +418,18 @@ impl CpuBert {
 
     /// `input · weightᵀ + bias` in a new buffer: for the few rows of the last layer and
     /// the head.
-    fn dense(&self, input: &[f32], rows: usize, dense: &Dense) -> Vec<f32> {
-        let outputs = dense.outputs();
-        let mut out = Vec::with_capacity(rows * outputs);
-        for _ in 0..rows {
-            out.extend_from_slice(&dense.bias);
-        }
-        self.product(input, rows, dense, &mut out, true);
+    fn dense(&self, input: &[f32], rows: usize, linear: &PackedLinear) -> Vec<f32> {
+        let mut out = vec![0.0; rows * linear.outputs()];
+        linear.apply(self.simd, input, rows, &mut out);
         out
     }
 
-    /// `out = input · weightᵀ`, or `out += …` with `accumulate`; the bias is the caller's.
-    fn product(
-        &self,
-        input: &[f32],
-        rows: usize,
-        dense: &Dense,
-        out: &mut [f32],
-        accumulate: bool,
-    ) {
-        let outputs = dense.outputs();
-        matmul::product(
-            Matrix::rows(input, rows, dense.inputs, dense.inputs),
-            Matrix::transposed(&dense.weight, dense.inputs, outputs, dense.inputs),
-            &mut out[..rows * outputs],
-            outputs,
-            accumulate,
-            Threads::Pool,
-        );
-    }
-
-    /// `rows = LayerNorm(rows + bias + residual)`, with either addend optional.
-    fn normalise(
-        &self,
-        rows: &mut [f32],
-        residual: Option<&[f32]>,
-        bias: Option<&[f32]>,
-        norm: &Norm,
-    ) {
+    /// `rows = LayerNorm(rows + residual)`, the residual optional.
+    fn normalise(&self, rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
         let simd = self.simd;
         for_row_chunks(rows, self.hidden, |offset, part| {
             let residual = residual.map(|r| &r[offset..offset + part.len()]);
-            simd.add_layer_norm(part, residual, bias, &norm.weight, &norm.bias, norm.eps)
+            simd.add_layer_norm(part, residual, &norm.weight, &norm.bias, norm.eps)
         });
     }
 
@@ -450,25 +446,16 @@ impl CpuBert {
         let rows = states.len() / self.hidden;
         let attended = &mut attended[..rows * self.hidden];
         let inner = &mut inner[..rows * self.intermediate];
-        self.product(context, rows, &block.attention_output, attended, false);
-        self.normalise(
-            attended,
-            Some(states),
-            Some(&block.attention_output.bias),
-            &block.attention_norm,
-        );
-        self.product(attended, rows, &block.intermediate, inner, false);
-        let (simd, activation, bias) = (self.simd, self.activation, &block.intermediate.bias);
+        let simd = self.simd;
+        block.attention_output.apply(simd, context, rows, attended);
+        self.normalise(attended, Some(states), &block.attention_norm);
+        block.intermediate.apply(simd, attended, rows, inner);
+        let activation = self.activation;
         for_row_chunks(inner, self.intermediate, |_, part| {
-            simd.activate(part, bias, activation)
+            simd.activate(part, activation)
         });
-        self.product(inner, rows, &block.output, states, false);
-        self.normalise(
-            states,
-            Some(attended),
-            Some(&block.output.bias),
-            &block.output_norm,
-        );
+        block.output.apply(simd, inner, rows, states);
+        self.normalise(states, Some(attended), &block.output_norm);
     }
 
     fn layer(
@@ -481,11 +468,7 @@ impl CpuBert {
         let hidden = self.hidden;
         let tokens = states.len() / hidden;
         let qkv = &mut workspace.qkv[..tokens * 3 * hidden];
-        self.product(states, tokens, &layer.qkv, qkv, false);
-        let simd = self.simd;
-        for_row_chunks(qkv, 3 * hidden, |_, part| {
-            simd.add_bias(part, &layer.qkv.bias)
-        });
+        layer.qkv.apply(self.simd, states, tokens, qkv);
         let qkv = &workspace.qkv[..tokens * 3 * hidden];
         // One task per text: its rows of `context` are disjoint from every other's.
         let mut parts = Vec::with_capacity(lengths.len());
@@ -526,8 +509,6 @@ impl CpuBert {
                 Matrix::transposed(&qkv[hidden + column..], d, length, 3 * hidden),
                 &mut scores,
                 length,
-                false,
-                Threads::Caller,
             );
             for row in scores.chunks_exact_mut(length) {
                 self.simd.scaled_softmax(row, scale);
@@ -537,8 +518,6 @@ impl CpuBert {
                 Matrix::rows(&qkv[2 * hidden + column..], length, d, 3 * hidden),
                 &mut context[column..],
                 hidden,
-                false,
-                Threads::Caller,
             );
         }
     }
@@ -556,11 +535,7 @@ impl CpuBert {
         let layer = &self.last;
         let tokens = states.len() / hidden;
         let key_value = &mut key_value[..tokens * 2 * hidden];
-        self.product(states, tokens, &layer.key_value, key_value, false);
-        let simd = self.simd;
-        for_row_chunks(key_value, 2 * hidden, |_, part| {
-            simd.add_bias(part, &layer.key_value.bias)
-        });
+        layer.key_value.apply(self.simd, states, tokens, key_value);
         let key_value = &*key_value;
         let mut cls_states: Vec<f32> = starts
             .iter()
