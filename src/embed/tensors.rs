@@ -1,9 +1,10 @@
 //! The named tensors of one checkpoint, read one at a time.
 //!
 //! Safetensors files are opened once and each tensor is read with a positional read
-//! straight into the buffer the model keeps, so loading holds no second copy of the
-//! weights, neither as a mapping nor as a staging area. The open handles keep the
-//! files readable even if the Trainer's rotation deletes the checkpoint mid-load.
+//! into a buffer of its own (the avx512 backend then packs it and drops it), so loading
+//! never holds the whole model twice, neither as a mapping nor as a staging area. The
+//! open handles keep the files readable even if the Trainer's rotation deletes the
+//! checkpoint mid-load.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -25,7 +25,7 @@ impl<'a> Matrix<'a> {
     }
 
     /// The transpose of a `cols × rows` matrix stored row-major with `row_stride`:
-    /// a PyTorch Linear weight [out, in] read as [in, out], or an attention head's keys.
+    /// an attention head's keys, read in place from the fused QKV rows.
     pub fn transposed(values: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
         Self {
             values,
