@@ -27,9 +27,12 @@ use super::vector::Avx512;
 const ROWS: usize = 14;
 /// Outputs per panel: two 16-lane vectors.
 const COLUMNS: usize = 32;
-/// Inputs per pass over a tile; a panel's slice of this depth is 48 KB.
-const DEPTH: usize = 384;
-/// Panels whose slices (384 KB) stay in the L2 cache while every row tile passes them.
+/// Inputs per pass over a tile; a panel's slice of this depth is 96 KB. Deeper slices
+/// reload and repack less: 768 ran about 5 % faster than 384 over whole MiniLM runs,
+/// where the 1,536-input feed-forward output took four slices.
+const DEPTH: usize = 768;
+/// Panels whose slices (768 KB at full depth) stay in the L2 cache while every row tile
+/// passes them.
 const PANELS_PER_BLOCK: usize = 8;
 /// How many inputs ahead the panel and the rows are prefetched.
 const PREFETCH_STEPS: usize = 32;
