@@ -83,7 +83,7 @@ struct Head {
     classifier: PackedLinear,
 }
 
-/// Row `id` of a sparse table: `u32::MAX` where the row was not read.
+/// In `CpuBert::word_row_of`: an id whose word-embedding row was not read.
 const NOT_READ: u32 = u32::MAX;
 
 pub struct CpuBert {
@@ -190,7 +190,7 @@ fn norm(tensors: &NamedTensors, prefix: &str, dim: usize, eps: f32) -> Result<No
 
 impl CpuBert {
     /// Reads the weights, and of the word embeddings the rows of `vocabulary` (the ids
-    /// the probe uses, ascending) only.
+    /// the probe uses; ascending ids are read in runs) only.
     pub(crate) fn load(
         simd: Avx512,
         config: &ModelConfig,
@@ -219,7 +219,8 @@ impl CpuBert {
             eps,
         };
         if let Some(&id) = vocabulary
-            .last()
+            .iter()
+            .max()
             .filter(|&&id| id as usize >= config.vocab_size)
         {
             return Err(EmbedError::Unsupported(format!(
