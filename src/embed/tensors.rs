@@ -280,7 +280,12 @@ impl FileTensor {
         };
         let element = match self.dtype {
             StoredType::F32 => 4,
-            _ => 2,
+            StoredType::F16 | StoredType::BF16 => 2,
+            StoredType::Other => {
+                return Err(error(format!(
+                    "tensor {name} is not stored as F32, F16 or BF16"
+                )))
+            }
         };
         let offset = self.offset + (first * element) as u64;
         let read = |bytes: &mut [u8]| {
@@ -288,37 +293,31 @@ impl FileTensor {
                 .read_exact_at(bytes, offset)
                 .map_err(|e| error(format!("reading tensor {name}: {e}")))
         };
-        match self.dtype {
-            StoredType::F32 => {
-                let mut values = vec![0f32; count];
-                // SAFETY: any 4 bytes are a valid f32; the bytes are little-endian on
-                // disk and converted in place below on big-endian machines.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), count * 4)
-                };
-                read(bytes)?;
-                if cfg!(target_endian = "big") {
-                    values
-                        .iter_mut()
-                        .for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
-                }
-                Ok(values)
+        if element == 4 {
+            let mut values = vec![0f32; count];
+            // SAFETY: any 4 bytes are a valid f32; the bytes are little-endian on
+            // disk and converted in place below on big-endian machines.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), count * 4)
+            };
+            read(bytes)?;
+            if cfg!(target_endian = "big") {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = f32::from_bits(u32::from_le(v.to_bits())));
             }
-            StoredType::F16 | StoredType::BF16 => {
-                let mut bytes = vec![0u8; count * 2];
-                read(&mut bytes)?;
-                let halves = bytes
-                    .chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]));
-                Ok(if self.dtype == StoredType::F16 {
-                    halves.map(|h| half::f16::from_bits(h).to_f32()).collect()
-                } else {
-                    halves.map(|h| half::bf16::from_bits(h).to_f32()).collect()
-                })
-            }
-            StoredType::Other => Err(error(format!(
-                "tensor {name} is not stored as F32, F16 or BF16"
-            ))),
+            Ok(values)
+        } else {
+            let mut bytes = vec![0u8; count * 2];
+            read(&mut bytes)?;
+            let halves = bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]));
+            Ok(if self.dtype == StoredType::F16 {
+                halves.map(|h| half::f16::from_bits(h).to_f32()).collect()
+            } else {
+                halves.map(|h| half::bf16::from_bits(h).to_f32()).collect()
+            })
         }
     }
 }
