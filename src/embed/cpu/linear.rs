@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -36,6 +37,9 @@ const DEPTH: usize = 768;
 const PANELS_PER_BLOCK: usize = 8;
 /// How many inputs ahead the panel and the rows are prefetched.
 const PREFETCH_STEPS: usize = 32;
+/// The fewest row tiles a thread claims at once (but for the last rows): each claim
+/// streams every weight block into L2 again.
+const MIN_CLAIM_TILES: usize = 8;
 
 /// Buffers of at least this many bytes start on a 2 MiB boundary and ask the kernel for
 /// transparent huge pages: the products walk megabytes of rows and weights, and with
@@ -142,7 +146,7 @@ impl PackedLinear {
 
     /// `out = input · weightᵀ + bias` for the first `rows` rows of `input` (row-major,
     /// `inputs` wide) into the first `rows` rows of `out` (`outputs` wide), the rows
-    /// shared out in bands over the rayon pool.
+    /// claimed in bands by the rayon pool's threads (see [`Unclaimed::claim`]).
     pub fn apply(&self, _proof: Avx512, input: &[f32], rows: usize, out: &mut [f32]) {
         let (inputs, outputs) = (self.inputs, self.outputs);
         assert!(
@@ -156,20 +160,27 @@ impl PackedLinear {
         if rows == 0 || outputs == 0 {
             return;
         }
-        let band = rows
-            .div_ceil(rayon::current_num_threads())
-            .next_multiple_of(ROWS);
-        out[..rows * outputs]
-            .par_chunks_mut(band * outputs)
-            .enumerate()
-            .for_each(|(index, out_band)| {
-                let first = index * band;
+        let threads = rayon::current_num_threads();
+        let unclaimed = Mutex::new(Unclaimed {
+            input: &input[..rows * inputs],
+            out: &mut out[..rows * outputs],
+        });
+        (0..threads)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|_| loop {
+                let claim = {
+                    let mut unclaimed = unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+                    unclaimed.claim(threads, inputs, outputs)
+                };
+                let Some((input_band, out_band)) = claim else {
+                    break;
+                };
                 let count = out_band.len() / outputs;
-                let input_band = &input[first * inputs..(first + count) * inputs];
                 PACKED_ROWS.with(|packed_rows| {
                     let mut packed_rows = packed_rows.borrow_mut();
                     // SAFETY: `_proof` exists only on a CPU with AVX-512F; the band's
-                    // slices hold `count` rows each, as `band` requires.
+                    // slices hold `count` rows each, as `claim` cuts them.
                     unsafe { self.band(input_band, count, out_band, &mut packed_rows) }
                 })
             });
@@ -269,6 +280,40 @@ unsafe fn pack_weight(weight: &[f32], outputs: usize, inputs: usize, panels: &mu
                 target[input * COLUMNS + output] = source(output)[input];
             }
         }
+    }
+}
+
+/// The rows of a product that no thread has claimed yet.
+struct Unclaimed<'a> {
+    input: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl<'a> Unclaimed<'a> {
+    /// Cuts the next band off the unclaimed rows: a share of what is left that shrinks as
+    /// the product nears its end (guided scheduling), in whole tiles and never under
+    /// [`MIN_CLAIM_TILES`] tiles. A thread that runs faster claims more bands, so threads
+    /// finish together even when the host runs one core slower than the other (seen here:
+    /// 123 against 150 GFLOP/s in the same second, which left the faster core idle for
+    /// a tenth of every product split in equal halves); large first bands keep each block
+    /// of weights in L2 for many row tiles.
+    fn claim(
+        &mut self,
+        threads: usize,
+        inputs: usize,
+        outputs: usize,
+    ) -> Option<(&'a [f32], &'a mut [f32])> {
+        let rows = self.out.len() / outputs;
+        if rows == 0 {
+            return None;
+        }
+        let tiles = rows.div_ceil(ROWS);
+        let take = (tiles.div_ceil(2 * threads).max(MIN_CLAIM_TILES) * ROWS).min(rows);
+        let (input, rest_input) = self.input.split_at(take * inputs);
+        let (out, rest_out) = std::mem::take(&mut self.out).split_at_mut(take * outputs);
+        self.input = rest_input;
+        self.out = rest_out;
+        Some((input, out))
     }
 }
 
@@ -470,6 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn bands_shrink_as_the_rows_run_out_and_cover_every_row_once() {
+        // 2,048 rows are 147 tiles. Each claim takes a quarter of the tiles left (two
+        // threads), rounded up, at least 8 tiles, at most the rows left:
+        // 37, 28, 21, 16, 12, 9 tiles, then 8, 8 and the last 102 rows.
+        let (inputs, outputs) = (2, 3);
+        let input: Vec<f32> = (0..2048 * inputs).map(|i| i as f32).collect();
+        let mut out = vec![0f32; 2048 * outputs];
+        let mut unclaimed = Unclaimed {
+            input: &input,
+            out: &mut out,
+        };
+        let mut bands = Vec::new();
+        let mut next_row = 0;
+        while let Some((input_band, out_band)) = unclaimed.claim(2, inputs, outputs) {
+            let rows = input_band.len() / inputs;
+            assert_eq!(
+                input_band[0],
+                (next_row * inputs) as f32,
+                "band starts in order"
+            );
+            assert_eq!(out_band.len(), rows * outputs);
+            out_band.fill(1.0);
+            next_row += rows;
+            bands.push(rows);
+        }
+        assert_eq!(bands, [518, 392, 294, 224, 168, 126, 112, 112, 102]);
+        assert!(out.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
     fn every_edge_of_the_tiling_matches_the_plain_product() {
         let Some(simd) = Avx512::detect() else {
             eprintln!("no AVX-512F on this CPU: the packed kernel is not used here");
@@ -479,14 +554,16 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        // Rows that leave partial tiles and bands, outputs that leave a partial panel
-        // (and a panel block of more than one), inputs over two depth slices.
+        // Rows that leave partial tiles and bands (300 rows: three claims, the last of
+        // 76 rows), outputs that leave a partial panel (and a panel block of more than
+        // one), inputs over two depth slices.
         for (rows, inputs, outputs) in [
             (1, 3, 1),
             (29, 384, 9),
             (57, 800, 300),
             (15, 16, 33),
             (20, 37, 40),
+            (300, 20, 40),
         ] {
             let value = |i: usize, seed: usize| ((i * seed) % 97) as f32 / 97.0 - 0.5;
             let input: Vec<f32> = (0..rows * inputs).map(|i| value(i, 31)).collect();
