@@ -58,33 +58,41 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh)
 }
 
+/// One value from a vector's lanes, halving it pairwise (four vector steps, where a
+/// lane-by-lane fold takes fifteen dependent scalar ones).
 #[inline(always)]
-fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; LANES];
+fn reduce(mut lanes: [f32; LANES], combine: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for lane in 0..width {
+            lanes[lane] = combine(lanes[lane], lanes[lane + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// `lanes` combined lane-wise with each whole vector of `values`; the remainder is left.
+#[inline(always)]
+fn fold_vectors<'a>(
+    lanes: &mut [f32; LANES],
+    values: &'a [f32],
+    combine: impl Fn(f32, f32) -> f32,
+) -> &'a [f32] {
     let mut chunks = values.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (lane, &value) in lanes.iter_mut().zip(chunk) {
-            *lane += value;
+            *lane = combine(*lane, value);
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    chunks.remainder()
 }
 
 #[inline(always)]
-fn max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (lane, &value) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(value);
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    lanes.iter().copied().fold(tail, f32::max)
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let remainder = fold_vectors(&mut lanes, values, |a, b| a + b);
+    reduce(lanes, |a, b| a + b) + remainder.iter().sum::<f32>()
 }
 
 /// Proof that this CPU has AVX-512F, AVX-512DQ and FMA: only [`Avx512::detect`] makes one,
@@ -180,10 +188,29 @@ unsafe fn add_layer_norm(
 
 #[target_feature(enable = "avx512f,avx512dq,fma")]
 unsafe fn scaled_softmax(row: &mut [f32], scale: f32) {
-    let top = max(row) * scale;
-    row.iter_mut().for_each(|v| *v = exp(*v * scale - top));
-    let total = 1.0 / sum(row);
-    row.iter_mut().for_each(|v| *v *= total);
+    // A probe text's rows of scores are a dozen values, less than one vector: the values
+    // past the last whole vector go through one full vector (padded lanes held at
+    // -inf, then 0), so that every step runs 16 lanes wide instead of one by one.
+    let whole = row.len() - row.len() % LANES;
+    let (body, tail) = row.split_at_mut(whole);
+    let mut last = [f32::NEG_INFINITY; LANES];
+    last[..tail.len()].copy_from_slice(tail);
+    // Not `f32::max`, whose NaN rule keeps the compiler to one lane at a time.
+    let larger = |a: f32, b: f32| if a > b { a } else { b };
+    let mut top = last;
+    fold_vectors(&mut top, body, larger);
+    let top = reduce(top, larger) * scale;
+    body.iter_mut().for_each(|v| *v = exp(*v * scale - top));
+    for (lane, v) in last.iter_mut().enumerate() {
+        let e = exp(*v * scale - top);
+        *v = if lane < tail.len() { e } else { 0.0 };
+    }
+    let mut totals = last;
+    fold_vectors(&mut totals, body, |a, b| a + b);
+    let total = 1.0 / reduce(totals, |a, b| a + b);
+    body.iter_mut().for_each(|v| *v *= total);
+    last.iter_mut().for_each(|v| *v *= total);
+    tail.copy_from_slice(&last[..tail.len()]);
 }
 
 #[cfg(test)]
@@ -223,6 +250,29 @@ mod tests {
             }
             let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + fraction);
             (1.0 - erfc).copysign(x)
+        }
+    }
+
+    #[test]
+    fn softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector() {
+        let Some(simd) = Avx512::detect() else {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        };
+        for length in [1, 2, 14, 16, 17, 37, 64] {
+            let row: Vec<f32> = (0..length).map(|i| ((i * 29) % 23) as f32 - 11.0).collect();
+            let mut got = row.clone();
+            simd.scaled_softmax(&mut got, 0.25);
+            let top = row.iter().copied().fold(f32::MIN, f32::max) as f64 * 0.25;
+            let exps: Vec<f64> = row.iter().map(|&v| (v as f64 * 0.25 - top).exp()).collect();
+            let total: f64 = exps.iter().sum();
+            for (index, (&g, e)) in got.iter().zip(&exps).enumerate() {
+                assert!(
+                    (g as f64 - e / total).abs() < 1e-7,
+                    "length {length}, value {index}: {g} vs {}",
+                    e / total
+                );
+            }
         }
     }
 
