@@ -230,6 +230,10 @@ impl Pipeline {
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<PassSummary, PipelineError> {
         let stored = self.state.stored_steps()?;
+        // One clock reading for the whole scan: read per checkpoint, a slow scan (a busy
+        // machine) could find a later checkpoint settled and an earlier one, first seen
+        // in the same scan, not yet, and embed them out of step order.
+        let scanned_at = Instant::now();
         let mut summary = PassSummary::default();
         let mut ready: Vec<(CheckpointDir, Option<WeightFiles>)> = Vec::new();
         if let Some(base) = self.config.base_model.clone() {
@@ -288,7 +292,7 @@ impl Pipeline {
                 summary.already_stored += 1;
                 continue;
             }
-            if !self.has_settled(&checkpoint, &weights) {
+            if !self.has_settled(&checkpoint, &weights, scanned_at) {
                 summary.settling += 1;
                 continue;
             }
@@ -385,7 +389,12 @@ impl Pipeline {
 
     /// True once the checkpoint's files have kept their sizes and mtimes for the settle
     /// interval: the Trainer writes nothing atomically, so a file can still be growing.
-    fn has_settled(&mut self, checkpoint: &CheckpointDir, weights: &WeightFiles) -> bool {
+    fn has_settled(
+        &mut self,
+        checkpoint: &CheckpointDir,
+        weights: &WeightFiles,
+        now: Instant,
+    ) -> bool {
         if self.config.settle.is_zero() {
             return true;
         }
@@ -402,7 +411,6 @@ impl Pipeline {
         let Some(fingerprint) = fingerprint else {
             return false;
         };
-        let now = Instant::now();
         match self.settling.get(&checkpoint.step) {
             Some((seen, since)) if *seen == fingerprint => {
                 now.duration_since(*since) >= self.config.settle
