@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch baseline for `dwell bench`: the same cases, embedded with transformers.
 
-`dwell bench --python PYTHON` prepares the cases and runs this script on them right
-after its own measurements, with the same thread count, passes, loads and batch size,
-then prints both side by side (docs/BENCH.md). It can also be run by hand on cases
+`dwell bench --python PYTHON` prepares the cases and runs this script on them with the
+same thread count, passes, loads and batch size, then prints both side by side
+(docs/BENCH.md): once with `--part whole-run` after each of its own whole runs (the
+two alternate, so that drift in the host's speed touches both alike), and once with
+`--part cases` after its own case measurements. It can also be run by hand on cases
 that `dwell bench` prepared:
 
     python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
@@ -88,6 +90,12 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     parser.add_argument(
         "--only", action="append", choices=CASES, help="a case to run (repeatable; default all present)"
+    )
+    parser.add_argument(
+        "--part",
+        choices=["all", "cases", "whole-run"],
+        default="all",
+        help="the cases, the whole run, or both (dwell bench alternates whole runs with its own)",
     )
     parser.add_argument("--out", type=Path, required=True, help="where the JSON results go")
     args = parser.parse_args()
@@ -331,13 +339,13 @@ def main():
         "cases": {},
         "whole_run": None,
     }
-    for name in names:
+    for name in names if args.part != "whole-run" else []:
         case_dir = args.cases / name
         if not (case_dir / "case.json").is_file():
             sys.exit(f"{case_dir}: no case.json; run `dwell bench` first to prepare the cases")
         print(f"PyTorch: measuring {name}", flush=True)
         results["cases"][name] = measure_case(torch, case_dir, args)
-    if "minilm" in names and (args.cases / "minilm" / "run").is_dir():
+    if args.part != "cases" and "minilm" in names and (args.cases / "minilm" / "run").is_dir():
         print("PyTorch: whole run", flush=True)
         results["whole_run"] = measure_whole_run(torch, args.cases / "minilm", args)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -103,6 +103,10 @@ struct BenchArgs {
     /// Checkpoints in the whole-run case (`dwell analyze` as a whole process).
     #[arg(long, env = "DWELL_BENCH_CHECKPOINTS", default_value_t = 12)]
     checkpoints: usize,
+    /// Whole runs of `dwell analyze`; with --python each is followed by PyTorch's, and
+    /// the speed-up is the median of the rounds' ratios.
+    #[arg(long, env = "DWELL_BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
     /// Run one case only [default: both].
     #[arg(long, env = "DWELL_BENCH_ONLY", value_enum)]
     only: Option<BenchCase>,
@@ -513,6 +517,7 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
         passes: args.passes,
         loads: args.loads,
         checkpoints: args.checkpoints,
+        rounds: args.rounds,
         threads,
         batch_size: DEFAULT_BATCH_SIZE,
         dwell_exe: std::env::current_exe().context("finding the dwell binary")?,
@@ -526,9 +531,11 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
             eprintln!("case {case}: {} is up to date", dir.display())
         }
         BenchProgress::WholeRun {
+            round,
+            rounds,
             checkpoints,
             command,
-        } => eprintln!("whole run over {checkpoints} checkpoints: {command}"),
+        } => eprintln!("whole run {round} of {rounds}, over {checkpoints} checkpoints: {command}"),
         BenchProgress::Measuring { case } => eprintln!(
             "measuring {case}: {} loads, tokenising, a warm-up and {} timed passes",
             config.loads, config.passes

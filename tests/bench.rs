@@ -1,5 +1,5 @@
 //! `dwell bench` end to end on the shipped tiny checkpoint: cases prepared, the whole-run
-//! child run, the figures printed; a second run reuses the prepared case.
+//! child run in two rounds, the figures printed; a second run reuses the prepared case.
 
 mod common;
 
@@ -18,6 +18,8 @@ fn bench(cases: &std::path::Path) -> std::process::Output {
             "--loads",
             "1",
             "--checkpoints",
+            "2",
+            "--rounds",
             "2",
             "--threads",
             "2",
@@ -57,7 +59,19 @@ fn bench_prepares_the_cases_runs_the_whole_run_and_prints_the_figures() {
     assert!(stderr.contains("preparing case minilm"), "{stderr}");
 
     assert!(
-        table.contains("whole run, minilm, 2 checkpoints:"),
+        table.contains("whole run, minilm, 2 checkpoints, 2 round(s):"),
+        "{table}"
+    );
+    // Each round's whole process timed, and the first child's peak RSS measured.
+    for round in ["1", "2"] {
+        assert!(figure(&table, round) > 0.0, "{table}");
+    }
+    let whole = table
+        .lines()
+        .find(|line| line.contains("dwell analyze, whole process"))
+        .unwrap();
+    assert!(
+        whole.contains("peak RSS") && !whole.contains("not measured"),
         "{table}"
     );
     assert!(

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use super::cases::read_json;
+use super::cases::{read_json, CaseName};
 use super::whole_run::describe_command;
 use super::{median, BenchConfig, BenchError, BenchProgress};
 
@@ -94,13 +94,28 @@ pub(crate) fn check_python(python: &Path) -> Result<(), BenchError> {
     })
 }
 
+/// What one run of the script measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The cases, as `dwell bench` measures them in-process.
+    Cases,
+    /// One whole run over the minilm case's checkpoints: one round of the comparison.
+    WholeRun { round: usize },
+}
+
+/// Runs the script for `part`, writing its JSON into the cases folder.
 pub(crate) fn run(
     config: &BenchConfig,
     python: &Path,
     script: &Path,
+    part: Part,
     progress: &mut dyn FnMut(BenchProgress),
 ) -> Result<Baseline, BenchError> {
-    let out = config.cases_dir.join("torch.json");
+    let (part_flag, file_name) = match part {
+        Part::Cases => ("cases", "torch.json".to_string()),
+        Part::WholeRun { round } => ("whole-run", format!("torch-whole-run-{round}.json")),
+    };
+    let out = config.cases_dir.join(file_name);
     if out.exists() {
         std::fs::remove_file(&out).map_err(BenchError::io(&out))?;
     }
@@ -116,10 +131,16 @@ pub(crate) fn run(
         config.loads.to_string().into(),
         "--batch-size".into(),
         config.batch_size.to_string().into(),
+        "--part".into(),
+        part_flag.into(),
         "--out".into(),
         out.clone().into(),
     ];
-    for case in &config.cases {
+    let cases = match part {
+        Part::Cases => config.cases.clone(),
+        Part::WholeRun { .. } => vec![CaseName::Minilm],
+    };
+    for case in cases {
         args.push("--only".into());
         args.push(case.dir_name().into());
     }

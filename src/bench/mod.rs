@@ -3,10 +3,12 @@
 //! (docs/BENCH.md). It sits beside the pipeline: it uses `checkpoint`, `embed` and
 //! `probe` directly, and nothing imports it.
 //!
-//! The order matters: the cases are prepared first; the whole-run `dwell analyze` child
-//! runs before any other child process (the Python check included), so that the
-//! children's peak RSS is its own; then each case is measured in this process; the
-//! PyTorch baseline runs last.
+//! The order matters: the cases are prepared first; the first whole-run `dwell analyze`
+//! child runs before any other child process (the Python check included), so that the
+//! children's peak RSS is its own; with `--python`, each whole run is followed by
+//! PyTorch's, round after round, so that the host's drift in speed (up to 2× within
+//! minutes on a shared VM) touches both alike; then each case is measured in this
+//! process, and PyTorch measures the cases last.
 
 mod baseline;
 mod cases;
@@ -20,7 +22,7 @@ pub use baseline::{Baseline, BaselineCase, BaselineWholeRun, Parity, BASELINE_SC
 pub use cases::{CaseManifest, CaseName, CaseSource, PreparedCase, GENERATOR_VERSION};
 pub use measure::{CaseMeasurement, PeakMemory};
 pub use table::render;
-pub use whole_run::WholeRunMeasurement;
+pub use whole_run::{WholeRunMeasurement, WholeRunRound};
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +95,8 @@ pub struct BenchConfig {
     pub loads: usize,
     /// Checkpoints in the whole-run case.
     pub checkpoints: usize,
+    /// Whole runs of `dwell analyze`, each followed by PyTorch's with `--python`.
+    pub rounds: usize,
     pub threads: usize,
     pub batch_size: usize,
     /// The `dwell` binary the whole-run case runs as a child.
@@ -113,6 +117,8 @@ pub enum BenchProgress<'a> {
         dir: &'a Path,
     },
     WholeRun {
+        round: usize,
+        rounds: usize,
         checkpoints: usize,
         command: &'a str,
     },
@@ -150,6 +156,7 @@ pub fn run(
         ("--passes", config.passes),
         ("--loads", config.loads),
         ("--checkpoints", config.checkpoints),
+        ("--rounds", config.rounds),
         ("--threads", config.threads),
         ("--batch-size", config.batch_size),
     ] {
@@ -167,14 +174,20 @@ pub fn run(
     for &case in &config.cases {
         prepared.push(cases::prepare(config, case, progress)?);
     }
-    // The whole run goes first: getrusage(RUSAGE_CHILDREN) then describes this child alone.
     let whole_run = match prepared.iter().find(|case| case.name == CaseName::Minilm) {
-        Some(minilm) => Some(whole_run::measure(config, minilm, progress)?),
-        None => None,
+        Some(minilm) => Some(measure_whole_runs(
+            config,
+            minilm,
+            baseline_script,
+            progress,
+        )?),
+        None => {
+            if let Some(python) = &config.python {
+                baseline::check_python(python)?;
+            }
+            None
+        }
     };
-    if let Some(python) = &config.python {
-        baseline::check_python(python)?;
-    }
     let mut measured = Vec::new();
     for case in &prepared {
         progress(BenchProgress::Measuring { case: case.name });
@@ -186,7 +199,13 @@ pub fn run(
         )?);
     }
     let baseline = match &config.python {
-        Some(python) => Some(baseline::run(config, python, baseline_script, progress)?),
+        Some(python) => Some(baseline::run(
+            config,
+            python,
+            baseline_script,
+            baseline::Part::Cases,
+            progress,
+        )?),
         None => None,
     };
     Ok(BenchReport {
@@ -199,6 +218,51 @@ pub fn run(
         whole_run,
         cases: measured,
         baseline,
+    })
+}
+
+/// `dwell analyze` over the case's run, then (with `--python`) PyTorch's whole run, for
+/// each round. The first `dwell analyze` is this process's first child: getrusage
+/// (RUSAGE_CHILDREN) then describes it alone.
+fn measure_whole_runs(
+    config: &BenchConfig,
+    minilm: &PreparedCase,
+    baseline_script: &Path,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<WholeRunMeasurement, BenchError> {
+    let mut rounds = Vec::new();
+    let mut first = None;
+    for round in 1..=config.rounds {
+        let dwell = whole_run::measure(config, minilm, round, round == 1, progress)?;
+        let torch = match &config.python {
+            Some(python) => {
+                if round == 1 {
+                    baseline::check_python(python)?;
+                }
+                let part = baseline::Part::WholeRun { round };
+                let baseline = baseline::run(config, python, baseline_script, part, progress)?;
+                Some(baseline.whole_run.ok_or_else(|| {
+                    BenchError::Invalid {
+                        path: config
+                            .cases_dir
+                            .join(format!("torch-whole-run-{round}.json")),
+                        message: "no whole_run: the script found no minilm run to embed".into(),
+                    }
+                })?)
+            }
+            None => None,
+        };
+        rounds.push(WholeRunRound {
+            dwell_seconds: dwell.seconds,
+            torch,
+        });
+        first.get_or_insert(dwell);
+    }
+    let first = first.expect("--rounds is at least 1");
+    Ok(WholeRunMeasurement {
+        checkpoints: first.checkpoints,
+        rounds,
+        peak_rss: first.peak_rss,
     })
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::baseline::{Baseline, BaselineCase};
 use super::measure::{padding_share, per_second, CaseMeasurement, PeakMemory};
-use super::{median, BenchReport};
+use super::{median, BenchReport, WholeRunMeasurement};
 
 #[derive(Clone, Copy)]
 enum Unit {
@@ -80,33 +80,7 @@ pub fn render(report: &BenchReport) -> String {
     }
     if let Some(whole) = &report.whole_run {
         let _ = writeln!(out);
-        let per_checkpoint = whole.seconds / whole.checkpoints.max(1) as f64;
-        let peak = match &whole.peak_rss {
-            Ok(bytes) => format!("peak RSS {:.1} MB", megabytes(*bytes)),
-            Err(why) => format!("peak RSS not measured: {why}"),
-        };
-        let _ = writeln!(
-            out,
-            "whole run, minilm, {} checkpoints:\n  dwell analyze, whole process (start-up, loading, tokenising included): {:.2} s ({:.3} s per checkpoint, {peak})",
-            whole.checkpoints, whole.seconds, per_checkpoint
-        );
-        if let Some(torch) = report.baseline.as_ref().and_then(|b| b.whole_run.as_ref()) {
-            let total = torch.total_seconds();
-            let _ = writeln!(
-                out,
-                "  PyTorch, sum of {} embedding passes alone (imports, loads, tokenising not counted): {:.2} s ({:.3} s per checkpoint)",
-                torch.checkpoints,
-                total,
-                total / torch.checkpoints.max(1) as f64
-            );
-            if whole.seconds > 0.0 {
-                let _ = writeln!(
-                    out,
-                    "  speed-up, PyTorch passes / dwell whole process: {:.2}x",
-                    total / whole.seconds
-                );
-            }
-        }
+        render_whole_run(&mut out, whole);
     }
     for case in &report.cases {
         let torch = report
@@ -117,6 +91,76 @@ pub fn render(report: &BenchReport) -> String {
         render_case(&mut out, case, torch, report.baseline.as_ref());
     }
     out
+}
+
+fn render_whole_run(out: &mut String, whole: &WholeRunMeasurement) {
+    let per_checkpoint = |seconds: f64| seconds / whole.checkpoints.max(1) as f64;
+    let totals = whole.torch_totals();
+    let _ = writeln!(
+        out,
+        "whole run, minilm, {} checkpoints, {} round(s){}:",
+        whole.checkpoints,
+        whole.rounds.len(),
+        if totals.is_some() {
+            ", dwell and PyTorch alternating"
+        } else {
+            ""
+        }
+    );
+    match &totals {
+        Some(totals) => {
+            let _ = writeln!(
+                out,
+                "  {:<7}{:>17}{:>19}{:>11}",
+                "round", "dwell analyze s", "PyTorch passes s", "speed-up"
+            );
+            for (index, (round, total)) in whole.rounds.iter().zip(totals).enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  {:<7}{:>17.2}{:>19.2}{:>10.2}x",
+                    index + 1,
+                    round.dwell_seconds,
+                    total,
+                    total / round.dwell_seconds
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  {:<7}{:>17}", "round", "dwell analyze s");
+            for (index, round) in whole.rounds.iter().enumerate() {
+                let _ = writeln!(out, "  {:<7}{:>17.2}", index + 1, round.dwell_seconds);
+            }
+        }
+    }
+    let peak = match &whole.peak_rss {
+        Ok(bytes) => format!("peak RSS {:.1} MB", megabytes(*bytes)),
+        Err(why) => format!("peak RSS not measured: {why}"),
+    };
+    let dwell = whole.dwell_median();
+    let _ = writeln!(
+        out,
+        "  dwell analyze, whole process (start-up, loading, tokenising included): median {dwell:.2} s ({:.3} s per checkpoint, {peak})",
+        per_checkpoint(dwell)
+    );
+    if let (Some(totals), Some(speedups)) = (&totals, whole.speedups()) {
+        let torch = median(totals);
+        let _ = writeln!(
+            out,
+            "  PyTorch, sum of {} embedding passes alone (imports, loads, tokenising not counted): median {torch:.2} s ({:.3} s per checkpoint)",
+            whole.checkpoints,
+            per_checkpoint(torch)
+        );
+        let (lowest, highest) = speedups
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &s| {
+                (low.min(s), high.max(s))
+            });
+        let _ = writeln!(
+            out,
+            "  speed-up, PyTorch passes / dwell whole process: median {:.2}x of the rounds' (lowest {lowest:.2}x, highest {highest:.2}x)",
+            median(&speedups)
+        );
+    }
 }
 
 fn render_case(
@@ -289,7 +333,8 @@ fn write_rows(out: &mut String, rows: &[Row], with_torch: bool) {
 mod tests {
     use super::*;
     use crate::bench::{
-        BaselineWholeRun, CaseName, Machine, Parity, WholeRunMeasurement, BASELINE_SCHEMA,
+        BaselineWholeRun, CaseName, Machine, Parity, WholeRunMeasurement, WholeRunRound,
+        BASELINE_SCHEMA,
     };
     use std::collections::BTreeMap;
 
@@ -312,9 +357,10 @@ mod tests {
         }
     }
 
-    /// A report of one MiniLM case and a 4-checkpoint whole run of 2 s.
+    /// A report of one MiniLM case and whole runs over 4 checkpoints.
     fn report(
         case: CaseMeasurement,
+        rounds: Vec<WholeRunRound>,
         peak_rss: Result<u64, String>,
         baseline: Option<Baseline>,
     ) -> BenchReport {
@@ -327,7 +373,7 @@ mod tests {
             batch_size: 32,
             whole_run: Some(WholeRunMeasurement {
                 checkpoints: 4,
-                seconds: 2.0,
+                rounds,
                 peak_rss,
             }),
             cases: vec![case],
@@ -337,12 +383,21 @@ mod tests {
 
     #[test]
     fn dwell_alone_has_one_column_and_no_comparison() {
-        let report = report(minilm(), Ok(300_000_000), None);
+        let rounds = [2.0, 2.5]
+            .map(|dwell_seconds| WholeRunRound {
+                dwell_seconds,
+                torch: None,
+            })
+            .to_vec();
+        let report = report(minilm(), rounds, Ok(300_000_000), None);
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 
-whole run, minilm, 4 checkpoints:
-  dwell analyze, whole process (start-up, loading, tokenising included): 2.00 s (0.500 s per checkpoint, peak RSS 300.0 MB)
+whole run, minilm, 4 checkpoints, 2 round(s):
+  round    dwell analyze s
+  1                   2.00
+  2                   2.50
+  dwell analyze, whole process (start-up, loading, tokenising included): median 2.25 s (0.562 s per checkpoint, peak RSS 300.0 MB)
 
 minilm: 400 texts, max length 64
   metric                                  dwell
@@ -388,8 +443,23 @@ minilm: 400 texts, max length 64
         );
         let mut case = minilm();
         case.memory = PeakMemory::Unavailable("no /proc here".into());
+        // Speed-ups 5.0 / 2.0, 4.8 / 2.4 and 4.8 / 1.6: 2.5, 2.0 and 3.0.
+        let rounds = [
+            (2.0, [1.0, 1.0, 1.0, 2.0]),
+            (2.4, [1.2; 4]),
+            (1.6, [1.2; 4]),
+        ]
+        .map(|(dwell_seconds, pass_seconds)| WholeRunRound {
+            dwell_seconds,
+            torch: Some(BaselineWholeRun {
+                checkpoints: 4,
+                pass_seconds: pass_seconds.to_vec(),
+            }),
+        })
+        .to_vec();
         let report = report(
             case,
+            rounds,
             Err("no /proc here".into()),
             Some(Baseline {
                 schema: BASELINE_SCHEMA.into(),
@@ -398,10 +468,7 @@ minilm: 400 texts, max length 64
                 threads: 2,
                 batch_size: 32,
                 cases,
-                whole_run: Some(BaselineWholeRun {
-                    checkpoints: 4,
-                    pass_seconds: vec![1.0, 1.0, 1.0, 2.0],
-                }),
+                whole_run: None,
             }),
         );
         let expected = "\
@@ -409,10 +476,14 @@ dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 PyTorch baseline: torch 2.9.0, transformers 5.0.0, 2 threads, batch size 32, attention sdpa
 dwell/PyTorch: below 1 is dwell faster for times, above 1 for rates
 
-whole run, minilm, 4 checkpoints:
-  dwell analyze, whole process (start-up, loading, tokenising included): 2.00 s (0.500 s per checkpoint, peak RSS not measured: no /proc here)
-  PyTorch, sum of 4 embedding passes alone (imports, loads, tokenising not counted): 5.00 s (1.250 s per checkpoint)
-  speed-up, PyTorch passes / dwell whole process: 2.50x
+whole run, minilm, 4 checkpoints, 3 round(s), dwell and PyTorch alternating:
+  round    dwell analyze s   PyTorch passes s   speed-up
+  1                   2.00               5.00      2.50x
+  2                   2.40               4.80      2.00x
+  3                   1.60               4.80      3.00x
+  dwell analyze, whole process (start-up, loading, tokenising included): median 2.00 s (0.500 s per checkpoint, peak RSS not measured: no /proc here)
+  PyTorch, sum of 4 embedding passes alone (imports, loads, tokenising not counted): median 4.80 s (1.200 s per checkpoint)
+  speed-up, PyTorch passes / dwell whole process: median 2.50x of the rounds' (lowest 2.00x, highest 3.00x)
 
 minilm: 400 texts, max length 64
   metric                                  dwell      PyTorch  dwell/PyTorch

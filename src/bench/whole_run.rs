@@ -1,31 +1,83 @@
 //! The headline case: the whole `dwell analyze` process over the minilm case's run,
-//! start-up, loading, tokenising, storing and the report included.
+//! start-up, loading, tokenising, storing and the report included, in rounds that
+//! alternate with PyTorch's whole run.
 
 use std::ffi::OsString;
 use std::process::Command;
 use std::time::Instant;
 
 use super::cases::PreparedCase;
-use super::{memory, BenchConfig, BenchError, BenchProgress};
+use super::{median, memory, BaselineWholeRun, BenchConfig, BenchError, BenchProgress};
 use crate::store::StateDir;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WholeRunMeasurement {
     /// Checkpoints the child stored embeddings for.
     pub checkpoints: usize,
-    /// Wall clock of the whole child process.
+    /// In the order they ran.
+    pub rounds: Vec<WholeRunRound>,
+    /// The `dwell analyze` child's peak RSS in round 1, when it is this process's only
+    /// child so far; the error says why it is not known.
+    pub peak_rss: Result<u64, String>,
+}
+
+/// One `dwell analyze` process and, with `--python`, PyTorch's whole run right after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WholeRunRound {
+    /// Wall clock of the whole `dwell analyze` process.
+    pub dwell_seconds: f64,
+    pub torch: Option<BaselineWholeRun>,
+}
+
+impl WholeRunMeasurement {
+    pub fn dwell_median(&self) -> f64 {
+        median(
+            &self
+                .rounds
+                .iter()
+                .map(|round| round.dwell_seconds)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// PyTorch's summed passes per round; `None` unless every round has them.
+    pub fn torch_totals(&self) -> Option<Vec<f64>> {
+        self.rounds
+            .iter()
+            .map(|round| round.torch.as_ref().map(BaselineWholeRun::total_seconds))
+            .collect()
+    }
+
+    /// PyTorch's passes over dwell's whole process, round by round.
+    pub fn speedups(&self) -> Option<Vec<f64>> {
+        let totals = self.torch_totals()?;
+        Some(
+            totals
+                .iter()
+                .zip(&self.rounds)
+                .map(|(total, round)| total / round.dwell_seconds)
+                .collect(),
+        )
+    }
+}
+
+/// One timed `dwell analyze` process.
+pub(crate) struct DwellRun {
+    pub checkpoints: usize,
     pub seconds: f64,
-    /// The child's peak RSS; the error says why it is not known.
     pub peak_rss: Result<u64, String>,
 }
 
 /// Runs `dwell analyze` on the case's run into a fresh state folder and times it.
-/// Must be this process's first child: its peak RSS is read as the children's maximum.
+/// Its peak RSS is read as the children's maximum, so it is known only when the child
+/// is this process's first (`first_child`).
 pub(crate) fn measure(
     config: &BenchConfig,
     case: &PreparedCase,
+    round: usize,
+    first_child: bool,
     progress: &mut dyn FnMut(BenchProgress),
-) -> Result<WholeRunMeasurement, BenchError> {
+) -> Result<DwellRun, BenchError> {
     let state = case.dir.join("whole-run-state");
     if state.exists() {
         std::fs::remove_dir_all(&state).map_err(BenchError::io(&state))?;
@@ -46,6 +98,8 @@ pub(crate) fn measure(
     ];
     let command_line = describe_command(&config.dwell_exe, &args);
     progress(BenchProgress::WholeRun {
+        round,
+        rounds: config.rounds,
         checkpoints: case.manifest.run_checkpoints,
         command: &command_line,
     });
@@ -87,6 +141,7 @@ pub(crate) fn measure(
         )));
     }
     let peak_rss = match (floor, memory::children_peak_rss()) {
+        _ if !first_child => Err("measured in round 1 only, before other children ran".into()),
         (Ok(floor), Some(peak)) if peak > floor => Ok(peak),
         (Ok(floor), Some(_)) => Err(format!(
             "not above the bench's own RSS when it started the child, {:.1} MB",
@@ -95,7 +150,7 @@ pub(crate) fn measure(
         (Ok(_), None) => Err("getrusage(RUSAGE_CHILDREN) failed".into()),
         (Err(why), _) => Err(why),
     };
-    Ok(WholeRunMeasurement {
+    Ok(DwellRun {
         checkpoints,
         seconds,
         peak_rss,
