@@ -32,13 +32,13 @@ pub struct Discovery {
 pub fn discover(run_dir: &Path) -> Result<Discovery, CheckpointError> {
     let entries = std::fs::read_dir(run_dir).map_err(|e| CheckpointError::Io {
         path: run_dir.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     let mut checkpoints = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| CheckpointError::Io {
             path: run_dir.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         let name = entry.file_name();
         let Some(step) = name.to_str().and_then(parse_checkpoint_name) else {

@@ -19,10 +19,10 @@ use std::path::PathBuf;
 /// Why a checkpoint (or a base model folder) could not be read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: invalid JSON: {message}")]
     Json { path: PathBuf, message: String },
@@ -41,12 +41,12 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         let path = path.into();
-        if source.kind() == std::io::ErrorKind::NotFound {
+        if error.kind() == std::io::ErrorKind::NotFound {
             CheckpointError::Vanished { path }
         } else {
-            CheckpointError::Io { path, source }
+            CheckpointError::Io { path, error }
         }
     }
 

@@ -84,7 +84,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), DemoError> {
     let mut text = serde_json::to_string_pretty(value).map_err(|e| DemoError::Io {
         path: path.to_path_buf(),
-        source: e.into(),
+        error: e.into(),
     })?;
     text.push('\n');
     write(path, text.as_bytes())

@@ -137,10 +137,10 @@ impl DemoConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("bundled corpus {file}, line {line}: {message}")]
     Corpus {
@@ -163,10 +163,10 @@ pub enum DemoError {
 }
 
 impl DemoError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    fn io(path: &Path, error: std::io::Error) -> Self {
         DemoError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }

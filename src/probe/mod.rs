@@ -49,10 +49,10 @@ pub struct LineProblem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: unknown format; use a .jsonl, .csv or .tsv file")]
     UnknownFormat { path: PathBuf },
@@ -125,9 +125,9 @@ fn load(path: &Path, text_required: bool) -> Result<LabelledFile, ProbeError> {
     let format = format_of(path).ok_or_else(|| ProbeError::UnknownFormat {
         path: path.to_path_buf(),
     })?;
-    let bytes = std::fs::read(path).map_err(|source| ProbeError::Read {
+    let bytes = std::fs::read(path).map_err(|error| ProbeError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let sha256 = hex_digest(&bytes);
     let (examples, problems) = match format {

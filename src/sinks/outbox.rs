@@ -54,10 +54,10 @@ impl Outbox {
         let bytes = match std::fs::read(&outbox.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(outbox),
-            Err(source) => {
+            Err(error) => {
                 return Err(SinkError::Io {
                     path: outbox.path,
-                    source,
+                    error,
                 })
             }
         };
@@ -79,9 +79,9 @@ impl Outbox {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let aside = PathBuf::from(format!("{}.corrupt-{seconds}", self.path.display()));
-        std::fs::rename(&self.path, &aside).map_err(|source| SinkError::Io {
+        std::fs::rename(&self.path, &aside).map_err(|error| SinkError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         tracing::warn!(
             sink = %self.sink,
@@ -134,7 +134,7 @@ impl Outbox {
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SinkError::Io {
             path: self.path.clone(),
-            source: e.into(),
+            error: e.into(),
         })?;
         write_atomically(&self.path, &bytes)?;
         Ok(())
