@@ -103,6 +103,16 @@ pub(crate) enum Part {
     WholeRun { round: usize },
 }
 
+impl Part {
+    /// Where in the cases folder the script writes this part's JSON.
+    pub(crate) fn file_name(self) -> String {
+        match self {
+            Part::Cases => "torch.json".into(),
+            Part::WholeRun { round } => format!("torch-whole-run-{round}.json"),
+        }
+    }
+}
+
 /// Runs the script for `part`, writing its JSON into the cases folder.
 pub(crate) fn run(
     config: &BenchConfig,
@@ -111,11 +121,11 @@ pub(crate) fn run(
     part: Part,
     progress: &mut dyn FnMut(BenchProgress),
 ) -> Result<Baseline, BenchError> {
-    let (part_flag, file_name) = match part {
-        Part::Cases => ("cases", "torch.json".to_string()),
-        Part::WholeRun { round } => ("whole-run", format!("torch-whole-run-{round}.json")),
+    let part_flag = match part {
+        Part::Cases => "cases",
+        Part::WholeRun { .. } => "whole-run",
     };
-    let out = config.cases_dir.join(file_name);
+    let out = config.cases_dir.join(part.file_name());
     if out.exists() {
         std::fs::remove_file(&out).map_err(BenchError::io(&out))?;
     }

@@ -241,13 +241,9 @@ fn measure_whole_runs(
                 }
                 let part = baseline::Part::WholeRun { round };
                 let baseline = baseline::run(config, python, baseline_script, part, progress)?;
-                Some(baseline.whole_run.ok_or_else(|| {
-                    BenchError::Invalid {
-                        path: config
-                            .cases_dir
-                            .join(format!("torch-whole-run-{round}.json")),
-                        message: "no whole_run: the script found no minilm run to embed".into(),
-                    }
+                Some(baseline.whole_run.ok_or_else(|| BenchError::Invalid {
+                    path: config.cases_dir.join(part.file_name()),
+                    message: "no whole_run: the script found no minilm run to embed".into(),
                 })?)
             }
             None => None,
