@@ -57,10 +57,17 @@ struct LastLayer {
     feed_forward: FeedForward,
 }
 
-/// The buffers every layer of every pass reuses, so that no layer allocates (and faults
-/// in) tens of megabytes; products write into them without reading them first. Aligned
-/// to cache lines, so that the products' row stores do not straddle lines.
+/// The buffers every pass of a probe reuses, so that no pass or layer allocates (and
+/// faults in) megabytes: the pass's token states, which every layer updates in place,
+/// and the layers' scratch. Aligned to cache lines, so that the products' row stores do
+/// not straddle lines.
 struct Workspace {
+    states: AlignedBuffer,
+    scratch: LayerScratch,
+}
+
+/// What a layer's products write into without reading it first.
+struct LayerScratch {
     qkv: AlignedBuffer,
     context: AlignedBuffer,
     attended: AlignedBuffer,
@@ -70,10 +77,13 @@ struct Workspace {
 impl Workspace {
     fn new(rows: usize, hidden: usize, intermediate: usize) -> Self {
         Self {
-            qkv: AlignedBuffer::zeroed(rows * 3 * hidden),
-            context: AlignedBuffer::zeroed(rows * hidden),
-            attended: AlignedBuffer::zeroed(rows * hidden),
-            inner: AlignedBuffer::zeroed(rows * intermediate),
+            states: AlignedBuffer::zeroed(rows * hidden),
+            scratch: LayerScratch {
+                qkv: AlignedBuffer::zeroed(rows * 3 * hidden),
+                context: AlignedBuffer::zeroed(rows * hidden),
+                attended: AlignedBuffer::zeroed(rows * hidden),
+                inner: AlignedBuffer::zeroed(rows * intermediate),
+            },
         }
     }
 }
@@ -386,7 +396,8 @@ impl CpuBert {
             })
             .collect();
         let tokens: usize = texts.iter().map(|text| text.len()).sum();
-        let mut states = AlignedBuffer::zeroed(tokens * hidden);
+        // Every row is written below, before any is read.
+        let states = &mut workspace.states[..tokens * hidden];
         for (text, &start) in texts.iter().zip(&starts) {
             for (position, &id) in text.iter().enumerate() {
                 let row = &mut states[(start + position) * hidden..(start + position + 1) * hidden];
@@ -403,12 +414,12 @@ impl CpuBert {
                 }
             }
         }
-        self.normalise(&mut states, None, &self.embeddings_norm);
+        self.normalise(states, None, &self.embeddings_norm);
         let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
         for layer in &self.layers {
-            self.layer(layer, &mut states, &lengths, workspace);
+            self.layer(layer, states, &lengths, &mut workspace.scratch);
         }
-        let cls = self.last_layer(&states, &lengths, &starts, &mut workspace.qkv);
+        let cls = self.last_layer(states, &lengths, &starts, &mut workspace.scratch.qkv);
         let logits = self.head.as_ref().map(|head| {
             let mut pooled = self.dense(&cls, texts.len(), &head.pooler);
             pooled.iter_mut().for_each(|v| *v = v.tanh());
@@ -464,16 +475,16 @@ impl CpuBert {
         layer: &Layer,
         states: &mut [f32],
         lengths: &[usize],
-        workspace: &mut Workspace,
+        scratch: &mut LayerScratch,
     ) {
         let hidden = self.hidden;
         let tokens = states.len() / hidden;
-        let qkv = &mut workspace.qkv[..tokens * 3 * hidden];
+        let qkv = &mut scratch.qkv[..tokens * 3 * hidden];
         layer.qkv.apply(self.simd, states, tokens, qkv);
-        let qkv = &workspace.qkv[..tokens * 3 * hidden];
+        let qkv = &scratch.qkv[..tokens * 3 * hidden];
         // One task per text: its rows of `context` are disjoint from every other's.
         let mut parts = Vec::with_capacity(lengths.len());
-        let mut rest = &mut workspace.context[..tokens * hidden];
+        let mut rest = &mut scratch.context[..tokens * hidden];
         let mut start = 0;
         for &length in lengths {
             let (part, tail) = rest.split_at_mut(length * hidden);
@@ -490,10 +501,10 @@ impl CpuBert {
         });
         self.feed_forward(
             &layer.feed_forward,
-            &workspace.context[..tokens * hidden],
+            &scratch.context[..tokens * hidden],
             states,
-            &mut workspace.attended,
-            &mut workspace.inner,
+            &mut scratch.attended,
+            &mut scratch.inner,
         );
     }
 
