@@ -15,9 +15,10 @@ use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
+use dwell::checkpoint::Family;
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
-use dwell::embed::{Backend, Embedder, ModelEmbedder};
+use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
 use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
@@ -49,11 +50,11 @@ enum BackendChoice {
 }
 
 impl BackendChoice {
-    fn resolve(self) -> Backend {
+    fn resolve(self) -> Choice {
         match self {
-            BackendChoice::Auto => Backend::best_available(),
-            BackendChoice::Avx512 => Backend::Avx512,
-            BackendChoice::Candle => Backend::Candle,
+            BackendChoice::Auto => Choice::Auto,
+            BackendChoice::Avx512 => Choice::Only(Backend::Avx512),
+            BackendChoice::Candle => Choice::Only(Backend::Candle),
         }
     }
 }
@@ -340,7 +341,7 @@ fn pipeline_config(
     })
 }
 
-fn watch(args: WatchArgs, backend: Backend) -> anyhow::Result<()> {
+fn watch(args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
     let config = load_config(args.pipeline.config.as_deref())?;
     let file = &config.watch;
     let seconds = |flag: Option<f64>, file: Option<f64>, default: f64, name: &str| {
@@ -395,7 +396,7 @@ fn watch(args: WatchArgs, backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(args: DemoArgs, backend: Backend) -> anyhow::Result<()> {
+fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
     let out = match args.out {
         Some(out) => out,
         None => {
@@ -551,9 +552,9 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn model_embedders(batch_size: usize, backend: Backend) -> EmbedderFactory {
+fn model_embedders(batch_size: usize, backend: Choice) -> EmbedderFactory {
     Box::new(move || {
-        ModelEmbedder::with_backend(batch_size, backend)
+        ModelEmbedder::choosing(batch_size, backend)
             .map(|embedder| Box::new(embedder) as Box<dyn Embedder>)
     })
 }
@@ -695,12 +696,11 @@ fn percent(share: Option<f64>) -> String {
     share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0))
 }
 
-fn analyze(args: AnalyzeArgs, backend: Backend) -> anyhow::Result<()> {
+fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {
     let file_config = load_config(args.config.as_deref())?;
     let config = pipeline_config(args, &file_config, Duration::ZERO)?;
-    let embedder = ModelEmbedder::with_backend(config.batch_size, backend)
+    let embedder = ModelEmbedder::choosing(config.batch_size, backend)
         .context("starting the model runtime")?;
-    let backend = embedder.backend();
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
     let started = std::time::Instant::now();
     let bar = ProgressBar::new(0).with_style(
@@ -730,13 +730,16 @@ fn analyze(args: AnalyzeArgs, backend: Backend) -> anyhow::Result<()> {
     let html = write_html(pipeline.state(), &report)?;
     eprintln!(
         "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished \
-         ({embedding_seconds:.1} s, {} backend, {} threads)",
+         ({embedding_seconds:.1} s, {} model, {} backend, {} threads)",
         summary.embedded.len(),
         summary.already_stored,
         summary.skipped,
         summary.incomplete,
         summary.vanished,
-        backend.name(),
+        report.run.model_type,
+        Family::from_model_type(&report.run.model_type)
+            .and_then(|family| backend.backend_for(family).ok())
+            .map_or("no", Backend::name),
         rayon::current_num_threads(),
     );
     let mut out = std::io::stdout().lock();

@@ -14,9 +14,9 @@ use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
     build_tokenizer, discover, resolve_tokenizer, CheckpointDir, CheckpointError, Completeness,
-    ModelConfig, TrainerState, WeightFiles,
+    Family, ModelConfig, TrainerState, WeightFiles,
 };
-use crate::embed::{EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
+use crate::embed::{EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
 use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError,
 };
@@ -75,6 +75,11 @@ pub enum PipelineError {
     NoLabels { path: PathBuf },
     #[error("the embedding thread stopped unexpectedly")]
     WorkerGone,
+    #[error("{run_dir}: {error}")]
+    Embedder {
+        run_dir: PathBuf,
+        error: Box<EmbedError>,
+    },
     #[error("trajectory analysis: {0}")]
     Analysis(#[from] Box<AnalysisError<StoreError>>),
 }
@@ -159,7 +164,15 @@ impl Pipeline {
         embedder: Box<dyn Embedder>,
     ) -> Result<Self, PipelineError> {
         let probe = load_probe(&config.probe)?;
-        let (labels, model_type) = labels_of_newest_checkpoint(&config.run_dir)?;
+        let (labels, family) = labels_of_newest_checkpoint(&config.run_dir)?;
+        // A backend that cannot run this family is the run's problem, not each checkpoint's.
+        embedder
+            .accepts(family)
+            .map_err(|error| PipelineError::Embedder {
+                run_dir: config.run_dir.clone(),
+                error: Box::new(error),
+            })?;
+        let model_type = family.model_type().to_string();
         let probe_labels = labels.resolve(&probe)?;
         let train_counts = match &config.train {
             Some(path) => {
@@ -789,7 +802,7 @@ fn source_name(checkpoint: &CheckpointDir) -> String {
 }
 
 /// The run's labels come from the newest checkpoint whose `config.json` reads.
-fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, String), PipelineError> {
+fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, Family), PipelineError> {
     let discovery = discover(run_dir)?;
     let mut last_error = None;
     for checkpoint in discovery.checkpoints.iter().rev() {
@@ -803,7 +816,7 @@ fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, String), Pip
                         message,
                     })?
                     .ok_or(PipelineError::NoLabels { path: config_path })?;
-                return Ok((labels, config.model_type));
+                return Ok((labels, config.family()));
             }
             Err(error) if error.is_vanished() => continue,
             // An unsupported architecture is the run's problem, not one checkpoint's.

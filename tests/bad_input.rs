@@ -128,14 +128,14 @@ fn unsupported_model_type_names_what_is_supported() {
     let config_path = run.join("checkpoint-40/config.json");
     let config = std::fs::read_to_string(&config_path)
         .unwrap()
-        .replace("\"model_type\": \"bert\"", "\"model_type\": \"roberta\"");
+        .replace("\"model_type\": \"bert\"", "\"model_type\": \"albert\"");
     std::fs::write(&config_path, config).unwrap();
     let output = analyze(&run, &probe_path(), &dir.path().join("state"));
     assert_clean_failure(
         &output,
         &[
             "config.json",
-            "\"roberta\" is not supported; supported: bert",
+            "\"albert\" is not supported; supported: bert, distilbert, roberta,",
         ],
     );
 }

@@ -144,7 +144,7 @@ pub(crate) fn measure_case(
         (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => PeakMemory::Unavailable(why),
     };
     write_output(&case.output_path(), &embeddings)?;
-    let padded_tokens = embedder.computed_positions(&tokenized);
+    let padded_tokens = embedder.computed_positions(model.backend(), &tokenized);
     Ok(CaseMeasurement {
         case: case.name,
         texts: texts.len(),

@@ -4,12 +4,17 @@
 
 mod config;
 mod discovery;
+mod encoder;
 mod tokenizer;
 mod trainer_state;
 mod weights;
 
 pub use config::{ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use discovery::{discover, CheckpointDir, Completeness, Discovery};
+pub use encoder::{
+    Activation, DebertaSpec, EmbeddingSpec, EncoderSpec, Family, HeadSpec, LayerSpec,
+    ModernBertSpec, Pooling, Positions, PostNormNames,
+};
 pub use tokenizer::{build_tokenizer, load_tokenizer, resolve_tokenizer, TokenizerSource};
 pub use trainer_state::{EvalRecord, TrainerState};
 pub use weights::WeightFiles;

@@ -20,9 +20,9 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::checkpoint::ModelConfig;
-use crate::embed::{plan_batches, BertClassifier, EmbedError, TokenizedProbe};
+use crate::embed::{plan_batches, CandleEncoder, EmbedError, TokenizedProbe};
 use checkpoint_writer::{model_config, write_checkpoint, CheckpointFiles};
-use model::{pad_batch, Architecture, TrainableBert, LAYER_NORM_EPS};
+use model::{pad_batch, Architecture, TrainableBert};
 use wordpiece::{tokenizer_config, train_tokenizer, PAD_ID, SPECIAL_TOKENS};
 
 const TRAIN_JSONL: &str = include_str!("../../data/debian-sections/train.jsonl");
@@ -340,7 +340,8 @@ pub fn train(
 
     let architecture = tiny_bert(tokenizer.get_vocab_size(true), labels.len());
     let config_json = model_config(&architecture, &labels);
-    let model_config = inference_config(&architecture, &labels);
+    // The inference model reads the very config.json the checkpoints get.
+    let model_config = ModelConfig::from_value(&config_json).map_err(DemoError::InvalidConfig)?;
     let tokenizer_config_json = tokenizer_config(architecture.max_position_embeddings);
 
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -424,8 +425,7 @@ pub fn train(
                 }));
                 (interval_loss, interval_steps) = (0.0, 0);
                 let started = Instant::now();
-                let classifier =
-                    BertClassifier::load(&model_config, &model.named_tensors(&device))?;
+                let classifier = CandleEncoder::load(&model_config, &model.named_tensors(&device))?;
                 let eval = evaluate(&classifier, &test_probe, &test_classes, &labels)?;
                 state.log_history.push(eval_entry(
                     &eval,
@@ -464,30 +464,6 @@ pub fn train(
     })
 }
 
-/// The configuration the inference model loads, equal to what `config.json` says.
-fn inference_config(architecture: &Architecture, labels: &[String]) -> ModelConfig {
-    ModelConfig {
-        model_type: "bert".into(),
-        hidden_size: architecture.hidden_size,
-        num_hidden_layers: architecture.num_hidden_layers,
-        num_attention_heads: architecture.num_attention_heads,
-        intermediate_size: architecture.intermediate_size,
-        hidden_act: "gelu".into(),
-        layer_norm_eps: LAYER_NORM_EPS,
-        max_position_embeddings: architecture.max_position_embeddings,
-        type_vocab_size: architecture.type_vocab_size,
-        vocab_size: architecture.vocab_size,
-        position_embedding_type: Some("absolute".into()),
-        id2label: Some(
-            labels
-                .iter()
-                .enumerate()
-                .map(|(id, label)| (id.to_string(), label.clone()))
-                .collect(),
-        ),
-    }
-}
-
 /// Scales the gradients so that their global L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` does; returns the norm before clipping.
 fn clip_grad_norm(
@@ -516,7 +492,7 @@ fn clip_grad_norm(
 /// Logits for the whole test set with the inference model dwell itself runs, then the
 /// Trainer's metrics: mean cross-entropy, accuracy, per-class and macro F1.
 fn evaluate(
-    classifier: &BertClassifier,
+    classifier: &CandleEncoder,
     probe: &TokenizedProbe,
     truth: &[usize],
     labels: &[String],

@@ -1,7 +1,7 @@
 //! The trainable BERT sequence classifier: parameters under the tensor names of
 //! transformers' `BertForSequenceClassification`, and a forward pass for training.
 //!
-//! The forward repeats the math of `embed::BertClassifier` with differentiable ops:
+//! The forward repeats the math of `embed::CandleEncoder` with differentiable ops:
 //! candle-nn's fused layer norm and last-dimension softmax have no backward pass, so
 //! gradients through them would silently stop. A test holds the two to 1e-5.
 
@@ -196,7 +196,7 @@ impl TrainableBert {
     }
 
     /// Logits [b, C] for token ids [b, L] (u32) and per-row token counts;
-    /// padding positions are masked out of attention as in `BertClassifier`.
+    /// padding positions are masked out of attention as in `CandleEncoder`.
     pub(crate) fn forward(&self, ids: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
         let a = self.architecture;
         let (size, length) = ids.dims2()?;
@@ -285,7 +285,7 @@ pub(crate) fn pad_batch(
 mod tests {
     use super::*;
     use crate::checkpoint::ModelConfig;
-    use crate::embed::{Batch, BertClassifier};
+    use crate::embed::{Batch, CandleEncoder};
     use rand::SeedableRng;
 
     const TINY: Architecture = Architecture {
@@ -300,7 +300,7 @@ mod tests {
     };
 
     fn config(a: Architecture) -> ModelConfig {
-        serde_json::from_value(serde_json::json!({
+        ModelConfig::from_value(&serde_json::json!({
             "model_type": "bert",
             "hidden_size": a.hidden_size,
             "num_hidden_layers": a.num_hidden_layers,
@@ -340,7 +340,7 @@ mod tests {
         let trained = model.forward(&ids, &lengths).unwrap();
 
         let inference =
-            BertClassifier::load(&config(TINY), &model.named_tensors(&Device::Cpu)).unwrap();
+            CandleEncoder::load(&config(TINY), &model.named_tensors(&Device::Cpu)).unwrap();
         let batch = Batch {
             ids: ids.flatten_all().unwrap().to_vec1().unwrap(),
             padded_length: ids.dim(1).unwrap(),

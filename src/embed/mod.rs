@@ -1,13 +1,13 @@
 //! Embedding the probe set with one checkpoint: tokenising, length-bucketed batching,
 //! and the model behind a small synchronous trait that runs on its own thread.
 
-mod bert;
+mod candle;
 #[cfg(target_arch = "x86_64")]
 mod cpu;
 mod tensors;
 mod worker;
 
-pub use bert::BertClassifier;
+pub use candle::CandleEncoder;
 pub use tensors::NamedTensors;
 pub use worker::{EmbedJob, EmbedWorker, JobOutcome};
 
@@ -16,9 +16,7 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
-use crate::checkpoint::{CheckpointError, ModelConfig, WeightFiles};
-
-use bert::Activation;
+use crate::checkpoint::{CheckpointError, Family, LayerSpec, ModelConfig, WeightFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -161,19 +159,25 @@ pub trait Embedder: Send {
         model: &ModelSource,
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError>;
+
+    /// Whether this embedder can run `family`'s models: asked once per run, before any
+    /// checkpoint is read.
+    fn accepts(&self, family: Family) -> Result<(), EmbedError>;
 }
 
 /// Which kernels compute the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Our AVX-512 kernels: unpadded token packing, weights packed once per checkpoint.
+    /// Our AVX-512 kernels for BERT's post-norm layers (BERT, DistilBERT, RoBERTa,
+    /// XLM-R, ELECTRA): unpadded token packing, weights packed once per checkpoint.
     Avx512,
-    /// candle's kernels: any CPU, or an NVIDIA GPU when built with `--features cuda`.
+    /// candle's kernels, for every family: any CPU, or an NVIDIA GPU when built with
+    /// `--features cuda`.
     Candle,
 }
 
 impl Backend {
-    /// The fastest backend this build and CPU can run.
+    /// The fastest backend this build and CPU can run for BERT's layers.
     pub fn best_available() -> Self {
         if cfg!(feature = "cuda") || !avx512_supported() {
             Backend::Candle
@@ -187,6 +191,46 @@ impl Backend {
             Backend::Avx512 => "avx512",
             Backend::Candle if cfg!(feature = "cuda") => "candle-cuda",
             Backend::Candle => "candle-cpu",
+        }
+    }
+
+    /// Whether this backend can run `family`'s layers.
+    pub fn serves(self, family: Family) -> bool {
+        match self {
+            Backend::Candle => true,
+            Backend::Avx512 => !matches!(family, Family::DebertaV2 | Family::ModernBert),
+        }
+    }
+}
+
+/// Which backend embeds each model: the fastest that serves its family, or the one
+/// the user named (an error for a family it does not serve).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Only(Backend),
+}
+
+impl BackendChoice {
+    /// The backend that embeds `family`'s models.
+    pub fn backend_for(self, family: Family) -> Result<Backend, EmbedError> {
+        match self {
+            BackendChoice::Auto => Ok(match Backend::best_available() {
+                fast if fast.serves(family) => fast,
+                _ => Backend::Candle,
+            }),
+            BackendChoice::Only(backend) if backend.serves(family) => Ok(backend),
+            BackendChoice::Only(backend) => Err(EmbedError::Unsupported(format!(
+                "the {} backend does not run {} models (it runs {}); use --backend candle or auto",
+                backend.name(),
+                family.model_type(),
+                Family::ALL
+                    .iter()
+                    .filter(|f| backend.serves(**f))
+                    .map(|f| f.model_type())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 }
@@ -203,7 +247,7 @@ fn avx512_supported() -> bool {
 
 /// A checkpoint loaded for one backend.
 pub enum LoadedModel {
-    Candle(BertClassifier),
+    Candle(Box<CandleEncoder>),
     #[cfg(target_arch = "x86_64")]
     Avx512(Box<cpu::CpuBert>),
 }
@@ -232,41 +276,51 @@ impl LoadedModel {
             LoadedModel::Avx512(model) => model.max_positions(),
         }
     }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            LoadedModel::Candle(_) => Backend::Candle,
+            #[cfg(target_arch = "x86_64")]
+            LoadedModel::Avx512(_) => Backend::Avx512,
+        }
+    }
 }
 
-/// Embeds checkpoints with the best backend available: our AVX-512 kernels on CPUs
-/// that have it, candle's kernels elsewhere and on the GPU (`--features cuda`).
+/// Embeds checkpoints with the backend [`BackendChoice`] picks for each model's family:
+/// our AVX-512 kernels for BERT's layers on CPUs that have it, candle's kernels for
+/// every other family, on other CPUs and on the GPU (`--features cuda`).
 pub struct ModelEmbedder {
     device: Device,
     batch_size: usize,
-    backend: Backend,
+    choice: BackendChoice,
 }
 
 impl ModelEmbedder {
+    /// An embedder that picks the fastest backend for each model.
     pub fn new(batch_size: usize) -> Result<Self, EmbedError> {
-        Self::with_backend(batch_size, Backend::best_available())
+        Self::choosing(batch_size, BackendChoice::Auto)
     }
 
-    /// An embedder on the given backend; an error if this build or CPU cannot run it.
+    /// An embedder on the given backend only; an error if this build or CPU cannot run it.
     pub fn with_backend(batch_size: usize, backend: Backend) -> Result<Self, EmbedError> {
-        if backend == Backend::Avx512 && !avx512_supported() {
+        Self::choosing(batch_size, BackendChoice::Only(backend))
+    }
+
+    pub fn choosing(batch_size: usize, choice: BackendChoice) -> Result<Self, EmbedError> {
+        if choice == BackendChoice::Only(Backend::Avx512) && !avx512_supported() {
             return Err(EmbedError::Unsupported(
                 "the avx512 backend needs an x86-64 CPU with AVX-512F, AVX-512DQ and FMA".into(),
             ));
         }
-        let device = match backend {
-            Backend::Avx512 => Device::Cpu,
-            Backend::Candle => default_device()?,
-        };
         Ok(Self {
-            device,
+            device: default_device()?,
             batch_size,
-            backend,
+            choice,
         })
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn choice(&self) -> BackendChoice {
+        self.choice
     }
 
     /// Reads a checkpoint for embedding `probe`: the avx512 backend reads only the
@@ -277,35 +331,37 @@ impl ModelEmbedder {
         model: &ModelSource,
         probe: &TokenizedProbe,
     ) -> Result<LoadedModel, EmbedError> {
-        let tensors = NamedTensors::open(&model.weights, &self.device)?;
-        match self.backend {
-            Backend::Candle => Ok(LoadedModel::Candle(BertClassifier::load(
-                &model.config,
-                &tensors,
-            )?)),
+        let backend = self.choice.backend_for(model.config.family())?;
+        let device = match backend {
+            Backend::Avx512 => Device::Cpu,
+            Backend::Candle => self.device.clone(),
+        };
+        let tensors = NamedTensors::open(&model.weights, &device)?;
+        match (backend, &model.config.encoder.layers) {
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx512 => {
-                let activation = Activation::from_config(&model.config.hidden_act)?;
+            (Backend::Avx512, LayerSpec::PostNorm(names)) => {
                 let simd = cpu::Avx512::detect()
                     .ok_or_else(|| EmbedError::Unsupported("this CPU has no AVX-512".into()))?;
                 Ok(LoadedModel::Avx512(Box::new(cpu::CpuBert::load(
                     simd,
                     &model.config,
+                    names,
                     &tensors,
-                    activation,
                     &probe.vocabulary(),
                 )?)))
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            Backend::Avx512 => unreachable!("with_backend refuses avx512 off x86-64"),
+            _ => Ok(LoadedModel::Candle(Box::new(CandleEncoder::load(
+                &model.config,
+                &tensors,
+            )?))),
         }
     }
 
     /// Token positions the encoder computes for `probe`, padding included: candle pads
     /// each length-sorted batch to its longest text; the avx512 backend packs tokens
     /// with no padding.
-    pub fn computed_positions(&self, probe: &TokenizedProbe) -> usize {
-        match self.backend {
+    pub fn computed_positions(&self, backend: Backend, probe: &TokenizedProbe) -> usize {
+        match backend {
             Backend::Avx512 => probe.token_count(),
             Backend::Candle => plan_batches(probe, self.batch_size, 0)
                 .iter()
@@ -327,7 +383,7 @@ impl ModelEmbedder {
             });
         }
         match model {
-            LoadedModel::Candle(bert) => self.embed_with_candle(bert, probe),
+            LoadedModel::Candle(encoder) => self.embed_with_candle(encoder, probe),
             #[cfg(target_arch = "x86_64")]
             LoadedModel::Avx512(bert) => bert.embed(probe),
         }
@@ -335,16 +391,16 @@ impl ModelEmbedder {
 
     fn embed_with_candle(
         &self,
-        bert: &BertClassifier,
+        encoder: &CandleEncoder,
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError> {
-        let hidden = bert.hidden_size();
-        let num_labels = bert.num_labels().unwrap_or(0);
+        let hidden = encoder.hidden_size();
+        let num_labels = encoder.num_labels().unwrap_or(0);
         let examples = probe.ids.len();
         let mut cls = vec![0f32; examples * hidden];
-        let mut logits = bert.num_labels().map(|c| vec![0f32; examples * c]);
+        let mut logits = encoder.num_labels().map(|c| vec![0f32; examples * c]);
         for batch in plan_batches(probe, self.batch_size, 0) {
-            let output = bert.forward(&batch)?;
+            let output = encoder.forward(&batch)?;
             scatter_rows(&mut cls, hidden, &batch.rows, &output.cls)?;
             if let (Some(all), Some(batch_logits)) = (logits.as_mut(), output.logits.as_ref()) {
                 scatter_rows(all, num_labels, &batch.rows, batch_logits)?;
@@ -377,6 +433,10 @@ impl Embedder for ModelEmbedder {
     ) -> Result<Embeddings, EmbedError> {
         let loaded = self.load_model(model, probe)?;
         self.embed_loaded(&loaded, probe)
+    }
+
+    fn accepts(&self, family: Family) -> Result<(), EmbedError> {
+        self.choice.backend_for(family).map(|_| ())
     }
 }
 

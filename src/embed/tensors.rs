@@ -16,7 +16,7 @@ use candle_nn::{LayerNorm, Linear};
 use serde::Deserialize;
 
 use super::EmbedError;
-use crate::checkpoint::{CheckpointError, WeightFiles};
+use crate::checkpoint::{CheckpointError, EncoderSpec, WeightFiles};
 
 /// Named tensors with errors that say which file and tensor is missing or wrong.
 pub struct NamedTensors {
@@ -129,6 +129,17 @@ impl NamedTensors {
         })
     }
 
+    /// The backbone's prefix in these weights: `"bert."` for a classifier's, `""` for a
+    /// bare encoder's.
+    pub fn backbone_prefix(&self, spec: &EncoderSpec) -> String {
+        let wrapped = format!("{}.", spec.backbone());
+        if self.contains(&format!("{wrapped}{}.weight", spec.word_embeddings())) {
+            wrapped
+        } else {
+            String::new()
+        }
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
@@ -226,10 +237,42 @@ impl NamedTensors {
         out_dim: usize,
         in_dim: usize,
     ) -> Result<Linear, EmbedError> {
+        self.linear_with(prefix, out_dim, in_dim, true)
+    }
+
+    /// A linear layer whose config says whether it has a bias (ModernBERT's `*_bias`).
+    pub fn linear_with(
+        &self,
+        prefix: &str,
+        out_dim: usize,
+        in_dim: usize,
+        bias: bool,
+    ) -> Result<Linear, EmbedError> {
+        let bias = if bias {
+            Some(self.get(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
         Ok(Linear::new(
             self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-            Some(self.get(&format!("{prefix}.bias"), &[out_dim])?),
+            bias,
         ))
+    }
+
+    /// Every tensor whose name starts with `prefix`, named without it, as f32 on the
+    /// model's device: for a candle-transformers model, which reads its own names.
+    pub fn all_with_prefix(&self, prefix: &str) -> Result<HashMap<String, Tensor>, EmbedError> {
+        self.entries
+            .keys()
+            .filter_map(|name| Some((name, name.strip_prefix(prefix)?)))
+            .map(|(name, short)| {
+                let shape = match &self.entries[name] {
+                    Entry::Loaded(tensor) => tensor.dims().to_vec(),
+                    Entry::InFile(tensor) => tensor.shape.clone(),
+                };
+                Ok((short.to_string(), self.get(name, &shape)?))
+            })
+            .collect()
     }
 
     /// The weight and bias names of a LayerNorm: old TensorFlow-converted checkpoints
@@ -243,12 +286,24 @@ impl NamedTensors {
     }
 
     pub fn layer_norm(&self, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm, EmbedError> {
-        let (weight, bias) = self.layer_norm_names(prefix);
-        Ok(LayerNorm::new(
-            self.get(&weight, &[dim])?,
-            self.get(&bias, &[dim])?,
-            eps,
-        ))
+        self.layer_norm_with(prefix, dim, eps, true)
+    }
+
+    /// A LayerNorm whose config says whether it has a bias (ModernBERT's `norm_bias`).
+    pub fn layer_norm_with(
+        &self,
+        prefix: &str,
+        dim: usize,
+        eps: f64,
+        bias: bool,
+    ) -> Result<LayerNorm, EmbedError> {
+        let (weight, bias_name) = self.layer_norm_names(prefix);
+        let weight = self.get(&weight, &[dim])?;
+        Ok(if bias {
+            LayerNorm::new(weight, self.get(&bias_name, &[dim])?, eps)
+        } else {
+            LayerNorm::new_no_bias(weight, eps)
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -259,7 +314,7 @@ impl NamedTensors {
         self.error(error.to_string())
     }
 
-    fn error(&self, message: String) -> EmbedError {
+    pub(crate) fn error(&self, message: String) -> EmbedError {
         EmbedError::Weights {
             path: self.source.clone(),
             message,

@@ -41,7 +41,12 @@ pub fn tiny_run_with(steps: &[u64], into: &Path) -> PathBuf {
 
 /// `step-<step>.cls` and `.logits` as computed by PyTorch, as flat f32 vectors.
 pub fn reference() -> HashMap<String, (Vec<f32>, Vec<usize>)> {
-    let bytes = std::fs::read(fixtures().join("hf-tiny-run-reference.safetensors")).unwrap();
+    reference_in(&fixtures().join("hf-tiny-run-reference.safetensors"))
+}
+
+/// The tensors of a reference file (`<run>-reference.safetensors`), as flat f32 vectors.
+pub fn reference_in(path: &Path) -> HashMap<String, (Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(path).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     tensors
         .tensors()

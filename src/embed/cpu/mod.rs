@@ -16,11 +16,10 @@ use rayon::prelude::*;
 
 use linear::{AlignedBuffer, PackedLinear};
 use matmul::Matrix;
-use vector::Gelu;
 
 use super::tensors::NamedTensors;
 use super::{EmbedError, Embeddings, TokenizedProbe};
-use crate::checkpoint::ModelConfig;
+use crate::checkpoint::{Activation, ModelConfig, Positions, PostNormNames};
 
 pub use vector::Avx512;
 
@@ -88,8 +87,10 @@ impl Workspace {
     }
 }
 
+/// The family's head: `classifier(activation(dense([CLS])))`.
 struct Head {
-    pooler: PackedLinear,
+    dense: PackedLinear,
+    activation: Activation,
     classifier: PackedLinear,
 }
 
@@ -101,17 +102,23 @@ pub struct CpuBert {
     word_rows: Vec<f32>,
     /// For each id of the vocabulary, its row in `word_rows`, or [`NOT_READ`].
     word_row_of: Vec<u32>,
+    /// The table rows of positions 0, 1, ... (RoBERTa's start at `pad_token_id + 1`).
     position_embeddings: Vec<f32>,
+    /// Token type 0's row (single-segment inputs), or zeros for a family without types.
     token_type_row: Vec<f32>,
     embeddings_norm: Norm,
+    /// ELECTRA's `embeddings_project`, when the embeddings are narrower than the encoder.
+    projection: Option<PackedLinear>,
     layers: Vec<Layer>,
     last: LastLayer,
     head: Option<Head>,
-    activation: Gelu,
+    activation: Activation,
     simd: Avx512,
     heads: usize,
     head_dim: usize,
     hidden: usize,
+    /// The embedding tables' width (ELECTRA's `embedding_size`).
+    width: usize,
     intermediate: usize,
     max_positions: usize,
 }
@@ -120,6 +127,7 @@ pub struct CpuBert {
 struct LayerReader<'a> {
     simd: Avx512,
     tensors: &'a NamedTensors,
+    names: &'a PostNormNames,
     prefix: String,
     hidden: usize,
     intermediate: usize,
@@ -152,7 +160,7 @@ impl LayerReader<'_> {
         let mut weight = Vec::with_capacity(names.len() * hidden * hidden);
         let mut bias = Vec::with_capacity(names.len() * hidden);
         for name in names {
-            let prefix = format!("{}.attention.self.{name}", self.prefix);
+            let prefix = format!("{}.{name}", self.prefix);
             weight.extend(
                 self.tensors
                     .values(&format!("{prefix}.weight"), &[hidden, hidden])?,
@@ -164,12 +172,13 @@ impl LayerReader<'_> {
 
     fn feed_forward(&self) -> Result<FeedForward, EmbedError> {
         let (hidden, intermediate) = (self.hidden, self.intermediate);
+        let names = self.names;
         Ok(FeedForward {
-            attention_output: self.dense("attention.output.dense", hidden, hidden)?,
-            attention_norm: self.norm("attention.output.LayerNorm")?,
-            intermediate: self.dense("intermediate.dense", intermediate, hidden)?,
-            output: self.dense("output.dense", hidden, intermediate)?,
-            output_norm: self.norm("output.LayerNorm")?,
+            attention_output: self.dense(names.attention_output, hidden, hidden)?,
+            attention_norm: self.norm(names.attention_norm)?,
+            intermediate: self.dense(names.intermediate, intermediate, hidden)?,
+            output: self.dense(names.output, hidden, intermediate)?,
+            output_norm: self.norm(names.output_norm)?,
         })
     }
 }
@@ -204,26 +213,27 @@ impl CpuBert {
     pub(crate) fn load(
         simd: Avx512,
         config: &ModelConfig,
+        names: &PostNormNames,
         tensors: &NamedTensors,
-        activation: super::bert::Activation,
         vocabulary: &[u32],
     ) -> Result<Self, EmbedError> {
-        let base = if tensors.contains("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let spec = &config.encoder;
+        let base = tensors.backbone_prefix(spec);
+        let base = base.as_str();
         let hidden = config.hidden_size;
+        let width = spec.embeddings.width;
         let eps = config.layer_norm_eps as f32;
-        if config.num_hidden_layers == 0 {
-            return Err(EmbedError::Unsupported(
-                "num_hidden_layers is 0: there is no encoder to embed with".into(),
-            ));
-        }
+        let Positions::Learned { first, rows } = spec.embeddings.positions else {
+            return Err(EmbedError::Unsupported(format!(
+                "{}: BERT's layers need learned positions",
+                config.model_type
+            )));
+        };
         let reader = |index: usize| LayerReader {
             simd,
             tensors,
-            prefix: format!("{base}encoder.layer.{index}"),
+            names,
+            prefix: format!("{base}{}.{index}", names.layers),
             hidden,
             intermediate: config.intermediate_size,
             eps,
@@ -238,13 +248,14 @@ impl CpuBert {
                 config.vocab_size
             )));
         }
+        let (query, key, value) = (names.query, names.key, names.value);
         // The word-embedding rows and the layers are read on the pool's threads at once:
         // copying out of the page cache is the load's cost.
         let (word_rows, layers) = rayon::join(
             || {
                 tensors.rows(
-                    &format!("{base}embeddings.word_embeddings.weight"),
-                    [config.vocab_size, hidden],
+                    &format!("{base}{}.weight", names.word_embeddings),
+                    [config.vocab_size, width],
                     vocabulary,
                 )
             },
@@ -254,7 +265,7 @@ impl CpuBert {
                     .map(|index| {
                         let layer = reader(index);
                         Ok(Layer {
-                            qkv: layer.projections(&["query", "key", "value"])?,
+                            qkv: layer.projections(&[query, key, value])?,
                             feed_forward: layer.feed_forward()?,
                         })
                     })
@@ -270,51 +281,79 @@ impl CpuBert {
         }
         let last = reader(config.num_hidden_layers - 1);
         let last = LastLayer {
-            query: last.projections(&["query"])?,
-            key_value: last.projections(&["key", "value"])?,
+            query: last.projections(&[query])?,
+            key_value: last.projections(&[key, value])?,
             feed_forward: last.feed_forward()?,
         };
-        let head = match tensors.rows_of("classifier.weight") {
-            Some(labels) => Some(Head {
-                pooler: dense(
-                    simd,
-                    tensors,
-                    &format!("{base}pooler.dense"),
-                    hidden,
-                    hidden,
-                )?,
-                classifier: dense(simd, tensors, "classifier", labels, hidden)?,
-            }),
+        let head_spec = &spec.head;
+        let head = match tensors.rows_of(&format!("{}.weight", head_spec.classifier)) {
+            Some(labels) => {
+                let dense = if head_spec.dense_in_backbone {
+                    format!("{base}{}", head_spec.dense)
+                } else {
+                    head_spec.dense.to_string()
+                };
+                let dense_width = head_spec.dense_width;
+                Some(Head {
+                    dense: self::dense(simd, tensors, &dense, dense_width, hidden)?,
+                    activation: head_spec.activation,
+                    classifier: self::dense(
+                        simd,
+                        tensors,
+                        head_spec.classifier,
+                        labels,
+                        dense_width,
+                    )?,
+                })
+            }
             None => None,
         };
-        let token_types = tensors.values(
-            &format!("{base}embeddings.token_type_embeddings.weight"),
-            &[config.type_vocab_size, hidden],
+        let token_type_row = match spec.embeddings.token_types {
+            0 => vec![0.0; width],
+            types => tensors.values(
+                &format!("{base}{}.weight", names.token_type_embeddings),
+                &[types, width],
+            )?[..width]
+                .to_vec(),
+        };
+        let projection = if width == hidden {
+            None
+        } else {
+            Some(self::dense(
+                simd,
+                tensors,
+                &format!("{base}{}", names.embeddings_projection),
+                hidden,
+                width,
+            )?)
+        };
+        let position_table = tensors.values(
+            &format!("{base}{}.weight", names.position_embeddings),
+            &[rows, width],
         )?;
         Ok(Self {
             word_rows,
             word_row_of,
-            position_embeddings: tensors.values(
-                &format!("{base}embeddings.position_embeddings.weight"),
-                &[config.max_position_embeddings, hidden],
+            position_embeddings: position_table[first * width..].to_vec(),
+            token_type_row,
+            embeddings_norm: norm(
+                tensors,
+                &format!("{base}{}", names.embeddings_norm),
+                width,
+                eps,
             )?,
-            // Single-segment inputs: every token has token type 0.
-            token_type_row: token_types[..hidden].to_vec(),
-            embeddings_norm: norm(tensors, &format!("{base}embeddings.LayerNorm"), hidden, eps)?,
+            projection,
             layers,
             last,
             head,
-            activation: match activation {
-                super::bert::Activation::GeluErf => Gelu::Erf,
-                super::bert::Activation::GeluTanh => Gelu::Tanh,
-                super::bert::Activation::Relu => Gelu::Relu,
-            },
+            activation: spec.activation,
             simd,
             heads: config.num_attention_heads,
             head_dim: hidden / config.num_attention_heads,
             hidden,
+            width,
             intermediate: config.intermediate_size,
-            max_positions: config.max_position_embeddings,
+            max_positions: rows - first,
         })
     }
 
@@ -396,14 +435,40 @@ impl CpuBert {
             })
             .collect();
         let tokens: usize = texts.iter().map(|text| text.len()).sum();
-        // Every row is written below, before any is read.
         let states = &mut workspace.states[..tokens * hidden];
-        for (text, &start) in texts.iter().zip(&starts) {
+        match &self.projection {
+            None => self.embed_tokens(texts, &starts, states),
+            Some(projection) => {
+                let mut narrow = vec![0f32; tokens * self.width];
+                self.embed_tokens(texts, &starts, &mut narrow);
+                projection.apply(self.simd, &narrow, tokens, states);
+            }
+        }
+        let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
+        for layer in &self.layers {
+            self.layer(layer, states, &lengths, &mut workspace.scratch);
+        }
+        let cls = self.last_layer(states, &lengths, &starts, &mut workspace.scratch.qkv);
+        let logits = self.head.as_ref().map(|head| {
+            let mut pooled = self.dense(&cls, texts.len(), &head.dense);
+            pooled
+                .iter_mut()
+                .for_each(|v| *v = head.activation.reference(f64::from(*v)) as f32);
+            self.dense(&pooled, texts.len(), &head.classifier)
+        });
+        (cls, logits)
+    }
+
+    /// The normalised sum of word, position and token-type embeddings of every token,
+    /// `width` values a row (every row is written, none read first).
+    fn embed_tokens(&self, texts: &[&[u32]], starts: &[usize], rows: &mut [f32]) {
+        let width = self.width;
+        for (text, &start) in texts.iter().zip(starts) {
             for (position, &id) in text.iter().enumerate() {
-                let row = &mut states[(start + position) * hidden..(start + position + 1) * hidden];
+                let row = &mut rows[(start + position) * width..(start + position + 1) * width];
                 let word_row = self.word_row_of[id as usize] as usize;
-                let word = &self.word_rows[word_row * hidden..(word_row + 1) * hidden];
-                let place = &self.position_embeddings[position * hidden..(position + 1) * hidden];
+                let word = &self.word_rows[word_row * width..(word_row + 1) * width];
+                let place = &self.position_embeddings[position * width..(position + 1) * width];
                 for (((value, w), p), t) in row
                     .iter_mut()
                     .zip(word)
@@ -414,18 +479,7 @@ impl CpuBert {
                 }
             }
         }
-        self.normalise(states, None, &self.embeddings_norm);
-        let lengths: Vec<usize> = texts.iter().map(|text| text.len()).collect();
-        for layer in &self.layers {
-            self.layer(layer, states, &lengths, &mut workspace.scratch);
-        }
-        let cls = self.last_layer(states, &lengths, &starts, &mut workspace.scratch.qkv);
-        let logits = self.head.as_ref().map(|head| {
-            let mut pooled = self.dense(&cls, texts.len(), &head.pooler);
-            pooled.iter_mut().for_each(|v| *v = v.tanh());
-            self.dense(&pooled, texts.len(), &head.classifier)
-        });
-        (cls, logits)
+        self.normalise(rows, width, None, &self.embeddings_norm);
     }
 
     /// `input · weightᵀ + bias` in a new buffer: for the few rows of the last layer and
@@ -436,10 +490,10 @@ impl CpuBert {
         out
     }
 
-    /// `rows = LayerNorm(rows + residual)`, the residual optional.
-    fn normalise(&self, rows: &mut [f32], residual: Option<&[f32]>, norm: &Norm) {
+    /// `rows = LayerNorm(rows + residual)`, the residual optional; rows `width` wide.
+    fn normalise(&self, rows: &mut [f32], width: usize, residual: Option<&[f32]>, norm: &Norm) {
         let simd = self.simd;
-        for_row_chunks(rows, self.hidden, |offset, part| {
+        for_row_chunks(rows, width, |offset, part| {
             let residual = residual.map(|r| &r[offset..offset + part.len()]);
             simd.add_layer_norm(part, residual, &norm.weight, &norm.bias, norm.eps)
         });
@@ -460,14 +514,14 @@ impl CpuBert {
         let inner = &mut inner[..rows * self.intermediate];
         let simd = self.simd;
         block.attention_output.apply(simd, context, rows, attended);
-        self.normalise(attended, Some(states), &block.attention_norm);
+        self.normalise(attended, self.hidden, Some(states), &block.attention_norm);
         block.intermediate.apply(simd, attended, rows, inner);
         let activation = self.activation;
         for_row_chunks(inner, self.intermediate, |_, part| {
             simd.activate(part, activation)
         });
         block.output.apply(simd, inner, rows, states);
-        self.normalise(states, Some(attended), &block.output_norm);
+        self.normalise(states, self.hidden, Some(attended), &block.output_norm);
     }
 
     fn layer(

@@ -5,6 +5,8 @@
 //! polynomials are written with `mul_add`: the compiler does not fuse `a * b + c` by
 //! itself, and inside the `fma` functions below each becomes one instruction.
 
+use crate::checkpoint::Activation;
+
 const LANES: usize = 16;
 
 #[inline(always)]
@@ -109,7 +111,7 @@ impl Avx512 {
     }
 
     /// `value = activation(value)` for every value.
-    pub fn activate(self, values: &mut [f32], kind: Gelu) {
+    pub fn activate(self, values: &mut [f32], kind: Activation) {
         // SAFETY: `self` exists only on a CPU with the features enabled below.
         unsafe { activate(values, kind) }
     }
@@ -135,21 +137,17 @@ impl Avx512 {
     }
 }
 
-/// Which GELU the config names (`gelu` is the exact, erf-based one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gelu {
-    Erf,
-    Tanh,
-    Relu,
-}
-
 #[target_feature(enable = "avx512f,avx512dq,fma")]
-unsafe fn activate(values: &mut [f32], kind: Gelu) {
+unsafe fn activate(values: &mut [f32], kind: Activation) {
     let values = values.iter_mut();
     match kind {
-        Gelu::Erf => values.for_each(|v| *v = gelu_erf(*v)),
-        Gelu::Tanh => values.for_each(|v| *v = gelu_tanh(*v)),
-        Gelu::Relu => values.for_each(|v| *v = v.max(0.0)),
+        Activation::GeluErf => values.for_each(|v| *v = gelu_erf(*v)),
+        Activation::GeluTanh => values.for_each(|v| *v = gelu_tanh(*v)),
+        Activation::Relu => values.for_each(|v| *v = v.max(0.0)),
+        Activation::Identity => {}
+        // The rarer activations, one value at a time in f64: exact, and a small part of
+        // a pass next to the products.
+        other => values.for_each(|v| *v = other.reference(f64::from(*v)) as f32),
     }
 }
 
@@ -300,7 +298,7 @@ mod tests {
             "{row:?}"
         );
         let mut values = vec![-1.0, 0.0, 1.0, 1.0, -1.0, -1.0];
-        simd.activate(&mut values, Gelu::Erf);
+        simd.activate(&mut values, Activation::GeluErf);
         // 0.5·x·(1 + erf(x/√2)) at ±1: 0.841344746 and -0.158655254.
         let (plus, minus) = (0.841_344_7, -0.158_655_25);
         for (value, expected) in values.iter().zip([minus, 0.0, plus, plus, minus, minus]) {
