@@ -145,6 +145,26 @@ struct Sizes {
     vocab: usize,
 }
 
+impl Sizes {
+    /// The sizes under the usual key names, with the family's defaults for the norm's
+    /// epsilon (its key and value) and for `max_position_embeddings`.
+    fn read(
+        keys: &Keys,
+        (eps_key, eps): (&str, f64),
+        max_positions: usize,
+    ) -> Result<Self, String> {
+        Ok(Sizes {
+            hidden: keys.usize("hidden_size")?,
+            layers: keys.usize("num_hidden_layers")?,
+            heads: keys.usize("num_attention_heads")?,
+            intermediate: keys.usize("intermediate_size")?,
+            eps: keys.f64_or(eps_key, eps)?,
+            max_positions: keys.usize_or("max_position_embeddings", max_positions)?,
+            vocab: keys.usize("vocab_size")?,
+        })
+    }
+}
+
 impl ModelConfig {
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
         let value: Value = read_json(path)?;
@@ -249,15 +269,7 @@ impl ModelConfig {
 /// BERT, RoBERTa, XLM-R and ELECTRA: BERT's layers under the family's backbone name,
 /// with the family's positions and head.
 fn bert_shaped(keys: &Keys, family: Family) -> Result<(Sizes, EncoderSpec), String> {
-    let sizes = Sizes {
-        hidden: keys.usize("hidden_size")?,
-        layers: keys.usize("num_hidden_layers")?,
-        heads: keys.usize("num_attention_heads")?,
-        intermediate: keys.usize("intermediate_size")?,
-        eps: keys.f64_or("layer_norm_eps", 1e-12)?,
-        max_positions: keys.usize_or("max_position_embeddings", 512)?,
-        vocab: keys.usize("vocab_size")?,
-    };
+    let sizes = Sizes::read(keys, ("layer_norm_eps", 1e-12), 512)?;
     keys.one_of("position_embedding_type", "absolute", &["absolute"])?;
     let activation = keys.activation("hidden_act", "gelu")?;
     let rows = sizes.max_positions;
@@ -368,15 +380,7 @@ fn distilbert(keys: &Keys) -> Result<(Sizes, EncoderSpec), String> {
 }
 
 fn deberta_v2(keys: &Keys) -> Result<(Sizes, EncoderSpec), String> {
-    let sizes = Sizes {
-        hidden: keys.usize("hidden_size")?,
-        layers: keys.usize("num_hidden_layers")?,
-        heads: keys.usize("num_attention_heads")?,
-        intermediate: keys.usize("intermediate_size")?,
-        eps: keys.f64_or("layer_norm_eps", 1e-7)?,
-        max_positions: keys.usize_or("max_position_embeddings", 512)?,
-        vocab: keys.usize("vocab_size")?,
-    };
+    let sizes = Sizes::read(keys, ("layer_norm_eps", 1e-7), 512)?;
     let conv = keys.usize_or("conv_kernel_size", 0)?;
     if conv > 0 {
         return Err(format!(
@@ -456,15 +460,7 @@ fn deberta_v2(keys: &Keys) -> Result<(Sizes, EncoderSpec), String> {
 /// ModernBERT as transformers v4 writes it (`global_rope_theta`, `local_rope_theta`,
 /// `global_attn_every_n_layers`) and as v5 does (`rope_parameters`, `layer_types`).
 fn modernbert(keys: &Keys) -> Result<(Sizes, EncoderSpec), String> {
-    let sizes = Sizes {
-        hidden: keys.usize("hidden_size")?,
-        layers: keys.usize("num_hidden_layers")?,
-        heads: keys.usize("num_attention_heads")?,
-        intermediate: keys.usize("intermediate_size")?,
-        eps: keys.f64_or("norm_eps", 1e-5)?,
-        max_positions: keys.usize_or("max_position_embeddings", 8192)?,
-        vocab: keys.usize("vocab_size")?,
-    };
+    let sizes = Sizes::read(keys, ("norm_eps", 1e-5), 8192)?;
     let sliding: Vec<bool> = match keys.get("layer_types") {
         Some(Value::Array(types)) => {
             if types.len() != sizes.layers {

@@ -72,6 +72,21 @@ pub enum Activation {
 }
 
 impl Activation {
+    pub const ALL: [Activation; 12] = [
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Relu,
+        Activation::ReluSquared,
+        Activation::Relu6,
+        Activation::LeakyRelu,
+        Activation::Silu,
+        Activation::Mish,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Identity,
+    ];
+
     const NAMES: &'static [(&'static str, Activation)] = &[
         ("gelu", Activation::GeluErf),
         ("gelu_python", Activation::GeluErf),

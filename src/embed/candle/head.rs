@@ -112,3 +112,30 @@ fn masked_mean(states: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor
         .to_dtype(DType::F32)?
         .broadcast_div(&counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Every activation on candle against its definition: catches a name mapped to the
+    /// wrong function (candle-transformers' DistilBERT runs the tanh GELU for `gelu`).
+    #[test]
+    fn every_activation_on_candle_equals_its_definition() {
+        let xs: Vec<f32> = (-160..=160).map(|i| i as f32 / 20.0).collect();
+        let input = Tensor::from_slice(&xs, xs.len(), &Device::Cpu).unwrap();
+        for activation in Activation::ALL {
+            let got: Vec<f32> = activate(activation, &input).unwrap().to_vec1().unwrap();
+            for (&x, &y) in xs.iter().zip(&got) {
+                let expected = activation.reference(f64::from(x));
+                assert!(
+                    (f64::from(y) - expected).abs() <= 2e-6 * expected.abs().max(1.0),
+                    "{activation:?}({x}) = {y}, expected {expected}"
+                );
+            }
+        }
+        // The two GELUs differ by more than the parity tolerance near x = -2.
+        let gelu = |a: Activation| a.reference(-2.0);
+        assert!((gelu(Activation::GeluErf) - gelu(Activation::GeluTanh)).abs() > 9e-5);
+    }
+}

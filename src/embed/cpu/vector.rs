@@ -230,6 +230,26 @@ mod tests {
         assert_eq!(exp(-200.0), exp(-87.0));
     }
 
+    /// Every activation on the AVX-512 path against its definition.
+    #[test]
+    fn every_activation_equals_its_definition() {
+        let Some(simd) = Avx512::detect() else {
+            return;
+        };
+        let xs: Vec<f32> = (-160..=160).map(|i| i as f32 / 20.0).collect();
+        for activation in Activation::ALL {
+            let mut got = xs.clone();
+            simd.activate(&mut got, activation);
+            for (&x, &y) in xs.iter().zip(&got) {
+                let expected = activation.reference(f64::from(x));
+                assert!(
+                    (f64::from(y) - expected).abs() <= 2e-6 * expected.abs().max(1.0),
+                    "{activation:?}({x}) = {y}, expected {expected}"
+                );
+            }
+        }
+    }
+
     /// erf by its Maclaurin series (|x| < 3) or continued fraction, in f64.
     fn erf_reference(x: f64) -> f64 {
         if x.abs() < 3.0 {
