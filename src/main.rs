@@ -229,9 +229,15 @@ struct AnalyzeArgs {
     /// Truncate probe texts to this many tokens, special tokens included.
     #[arg(long, env = "DWELL_MAX_LEN", default_value_t = 128)]
     max_len: usize,
-    /// The pretrained model folder the run started from, embedded as step 0.
+    /// The pretrained model the run started from, embedded as step 0, and the base of
+    /// adapter (LoRA) checkpoints: a folder, or a hub id found offline in the local
+    /// Hugging Face cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long, env = "DWELL_BASE_MODEL")]
     base_model: Option<PathBuf>,
+    /// Class names in class-id order, for adapter checkpoints (they have no
+    /// config.json): NAME,NAME,... or a file of one name a line.
+    #[arg(long, env = "DWELL_LABELS")]
+    labels: Option<String>,
     /// A tokenizer.json, vocab.txt or model folder, used when no checkpoint has a tokenizer.
     #[arg(long, env = "DWELL_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -332,6 +338,7 @@ fn pipeline_config(
         state_dir: args.state,
         max_len: args.max_len,
         base_model: args.base_model,
+        labels: args.labels,
         tokenizer: args.tokenizer,
         batch_size: args.batch_size,
         analysis: config.analysis.clone(),
@@ -421,6 +428,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
         state_dir: Some(state.clone()),
         max_len: demo_config.max_len,
         base_model: None,
+        labels: None,
         tokenizer: None,
         batch_size: DEFAULT_BATCH_SIZE,
         analysis: Default::default(),

@@ -13,12 +13,16 @@ use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
-    build_tokenizer, discover, resolve_tokenizer, CheckpointDir, CheckpointError, Completeness,
-    Family, ModelConfig, TrainerState, WeightFiles,
+    build_tokenizer, discover, locate_model, resolve_tokenizer, AdapterConfig, AdapterFiles,
+    CheckpointDir, CheckpointError, Completeness, Family, ModelConfig, TrainerState, WeightFiles,
+    ADAPTER_CONFIG,
 };
-use crate::embed::{EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, TokenizedProbe};
+use crate::embed::{
+    BaseModel, EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, NamedTensors,
+    TokenizedProbe,
+};
 use crate::probe::{
-    hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError,
+    hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
 };
 use crate::report::{
     AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report,
@@ -36,8 +40,12 @@ pub struct PipelineConfig {
     /// Defaults to `RUN_DIR/.dwell`.
     pub state_dir: Option<PathBuf>,
     pub max_len: usize,
-    /// The pretrained model the run started from, embedded as step 0.
+    /// The pretrained model the run started from (a folder, or a hub id in the local
+    /// Hugging Face cache): embedded as step 0, and the base of adapter checkpoints.
     pub base_model: Option<PathBuf>,
+    /// Class names in class-id order, for adapter checkpoints (which have no
+    /// `config.json`): inline, comma-separated, or a file of one name a line.
+    pub labels: Option<String>,
     /// Used when neither the checkpoint nor the run directory has a tokenizer.
     pub tokenizer: Option<PathBuf>,
     pub batch_size: usize,
@@ -75,6 +83,8 @@ pub enum PipelineError {
     NoLabels { path: PathBuf },
     #[error("the embedding thread stopped unexpectedly")]
     WorkerGone,
+    #[error("{path}: {message}")]
+    Labels { path: PathBuf, message: String },
     #[error("{run_dir}: {error}")]
     Embedder {
         run_dir: PathBuf,
@@ -142,6 +152,8 @@ pub struct Pipeline {
     labels: LabelSet,
     probe_labels: Vec<usize>,
     model_type: String,
+    /// `--base-model`, found.
+    base_dir: Option<PathBuf>,
     state: StateDir,
     worker: EmbedWorker,
     /// Tokenised probe sets by tokenizer content hash: the probe is tokenised once per tokenizer.
@@ -164,7 +176,16 @@ impl Pipeline {
         embedder: Box<dyn Embedder>,
     ) -> Result<Self, PipelineError> {
         let probe = load_probe(&config.probe)?;
-        let (labels, family) = labels_of_newest_checkpoint(&config.run_dir)?;
+        let base_dir = match &config.base_model {
+            Some(base) => Some(locate_model(
+                &base.to_string_lossy(),
+                None,
+                &[],
+                Path::new("--base-model"),
+            )?),
+            None => None,
+        };
+        let (labels, family) = run_labels(&config, &probe, base_dir.as_deref())?;
         // A backend that cannot run this family is the run's problem, not each checkpoint's.
         embedder
             .accepts(family)
@@ -199,6 +220,7 @@ impl Pipeline {
             labels,
             probe_labels,
             model_type,
+            base_dir,
             state,
             worker: EmbedWorker::spawn(embedder),
             tokenized: HashMap::new(),
@@ -249,7 +271,7 @@ impl Pipeline {
         let scanned_at = Instant::now();
         let mut summary = PassSummary::default();
         let mut ready: Vec<(CheckpointDir, Option<WeightFiles>)> = Vec::new();
-        if let Some(base) = self.config.base_model.clone() {
+        if let Some(base) = self.base_dir.clone() {
             if stored.contains(&0) {
                 summary.already_stored += 1;
             } else if self.unchanged_since_failure(0, &base) {
@@ -440,6 +462,34 @@ impl Pipeline {
         checkpoint: &CheckpointDir,
         weights: Option<WeightFiles>,
     ) -> Result<EmbedJob, CheckpointError> {
+        if let Some(WeightFiles::Adapter(adapter)) = &weights {
+            let base = adapter_base(adapter, self.base_dir.as_deref(), &self.config.run_dir)?;
+            let config_path = base.dir.join("config.json");
+            let model_config = ModelConfig::load(&config_path)?;
+            let classes = adapter_classes(adapter, &model_config)?;
+            if classes != Some(self.labels.names.len()) {
+                return Err(CheckpointError::Invalid {
+                    path: adapter.tensors.clone(),
+                    message: format!(
+                        "the head has {} classes, the run {} ({})",
+                        classes.map_or("no".to_string(), |n| n.to_string()),
+                        self.labels.names.len(),
+                        self.labels.names.join(", ")
+                    ),
+                });
+            }
+            let probe = self.tokenize_for(&checkpoint.path, Some(&base.dir))?;
+            return Ok(EmbedJob {
+                step: checkpoint.step,
+                model: ModelSource {
+                    dir: checkpoint.path.clone(),
+                    config: model_config,
+                    weights: WeightFiles::Adapter(adapter.clone()),
+                    base: Some(base),
+                },
+                probe,
+            });
+        }
         let config_path = checkpoint.path.join("config.json");
         let model_config = ModelConfig::load(&config_path)?;
         let is_base_model = weights.is_none();
@@ -468,13 +518,20 @@ impl Pipeline {
                 })?
             }
         };
-        let probe = self.tokenize_for(&checkpoint.path)?;
+        // A checkpoint without tokenizer files takes the one of the model it was
+        // fine-tuned from, when that is in the local cache.
+        let pretrained = model_config
+            .name_or_path
+            .as_deref()
+            .and_then(|name| locate_model(name, None, &[], &config_path).ok());
+        let probe = self.tokenize_for(&checkpoint.path, pretrained.as_deref())?;
         Ok(EmbedJob {
             step: checkpoint.step,
             model: ModelSource {
                 dir: checkpoint.path.clone(),
                 config: model_config,
                 weights,
+                base: None,
             },
             probe,
         })
@@ -482,12 +539,15 @@ impl Pipeline {
 
     /// The probe tokenized for `model_dir`, reused across checkpoints whose tokenizer
     /// files hold the same bytes: hashing them is far cheaper than building the tokenizer.
-    fn tokenize_for(&mut self, model_dir: &Path) -> Result<Arc<TokenizedProbe>, CheckpointError> {
-        let source = resolve_tokenizer(
-            model_dir,
-            Some(&self.config.run_dir),
-            self.config.tokenizer.as_deref(),
-        )?;
+    fn tokenize_for(
+        &mut self,
+        model_dir: &Path,
+        base_dir: Option<&Path>,
+    ) -> Result<Arc<TokenizedProbe>, CheckpointError> {
+        let folders: Vec<&Path> = std::iter::once(self.config.run_dir.as_path())
+            .chain(base_dir)
+            .collect();
+        let source = resolve_tokenizer(model_dir, &folders, self.config.tokenizer.as_deref())?;
         let mut bytes = Vec::new();
         for file in source.files() {
             let content = std::fs::read(&file).map_err(|e| CheckpointError::io(&file, e))?;
@@ -801,22 +861,59 @@ fn source_name(checkpoint: &CheckpointDir) -> String {
         .unwrap_or_else(|| checkpoint.name())
 }
 
-/// The run's labels come from the newest checkpoint whose `config.json` reads.
-fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, Family), PipelineError> {
-    let discovery = discover(run_dir)?;
+/// The run's labels, from the newest checkpoint that says: its `config.json`'s
+/// `id2label`, or for an adapter checkpoint (no `config.json`) `--labels`, the base's
+/// `id2label` of the head's class count, or integer class ids in the probe.
+fn run_labels(
+    config: &PipelineConfig,
+    probe: &LabelledFile,
+    base_dir: Option<&Path>,
+) -> Result<(LabelSet, Family), PipelineError> {
+    let given = match &config.labels {
+        Some(labels) => Some(parse_labels(labels)?),
+        None => None,
+    };
+    let discovery = discover(&config.run_dir)?;
     let mut last_error = None;
     for checkpoint in discovery.checkpoints.iter().rev() {
         let config_path = checkpoint.path.join("config.json");
+        if checkpoint.path.join(ADAPTER_CONFIG).is_file() && !config_path.is_file() {
+            match checkpoint.completeness() {
+                Ok(Completeness::Complete {
+                    weights: WeightFiles::Adapter(adapter),
+                    ..
+                }) => return adapter_labels(&adapter, given, probe, base_dir, &config.run_dir),
+                // Still being written: the adapter file comes before trainer_state.json.
+                Ok(_) => continue,
+                Err(error) if error.is_vanished() => continue,
+                Err(error) => {
+                    last_error = Some(error);
+                    continue;
+                }
+            }
+        }
         match ModelConfig::load(&config_path) {
-            Ok(config) => {
-                let labels = config
+            Ok(model) => {
+                let labels = model
                     .labels()
                     .map_err(|message| CheckpointError::Invalid {
                         path: config_path.clone(),
                         message,
                     })?
-                    .ok_or(PipelineError::NoLabels { path: config_path })?;
-                return Ok((labels, config.family()));
+                    .ok_or(PipelineError::NoLabels {
+                        path: config_path.clone(),
+                    })?;
+                if let Some(given) = given.filter(|given| *given != labels) {
+                    return Err(PipelineError::Labels {
+                        path: config_path,
+                        message: format!(
+                            "--labels ({}) differs from id2label ({})",
+                            given.names.join(", "),
+                            labels.names.join(", ")
+                        ),
+                    });
+                }
+                return Ok((labels, model.family()));
             }
             Err(error) if error.is_vanished() => continue,
             // An unsupported architecture is the run's problem, not one checkpoint's.
@@ -826,8 +923,145 @@ fn labels_of_newest_checkpoint(run_dir: &Path) -> Result<(LabelSet, Family), Pip
     }
     match last_error {
         Some(error) => Err(error.into()),
-        None => Err(PipelineError::NoCheckpoint(run_dir.to_path_buf())),
+        None => Err(PipelineError::NoCheckpoint(config.run_dir.to_path_buf())),
     }
+}
+
+/// `--labels`: a file of one name a line, or names separated by commas.
+fn parse_labels(labels: &str) -> Result<LabelSet, PipelineError> {
+    let path = Path::new(labels);
+    let names: Vec<String> = if path.is_file() {
+        std::fs::read_to_string(path)
+            .map_err(|error| CheckpointError::io(path, error))?
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        labels
+            .split(',')
+            .map(|name| name.trim().to_string())
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(bad) = names
+        .iter()
+        .find(|name| name.is_empty() || !seen.insert(name.as_str()))
+    {
+        return Err(PipelineError::Labels {
+            path: path.to_path_buf(),
+            message: format!("--labels has an empty or repeated name {bad:?}"),
+        });
+    }
+    Ok(LabelSet { names })
+}
+
+/// The labels of an adapter run (see [`run_labels`]); never guessed from an order.
+fn adapter_labels(
+    adapter: &AdapterFiles,
+    given: Option<LabelSet>,
+    probe: &LabelledFile,
+    base_dir: Option<&Path>,
+    run_dir: &Path,
+) -> Result<(LabelSet, Family), PipelineError> {
+    let base = adapter_base(adapter, base_dir, run_dir)?;
+    let base_config_path = base.dir.join("config.json");
+    let base_config = ModelConfig::load(&base_config_path)?;
+    let family = base_config.family();
+    let refuse = |message: String| PipelineError::Labels {
+        path: adapter.tensors.clone(),
+        message,
+    };
+    let Some(classes) = adapter_classes(adapter, &base_config)? else {
+        return Err(refuse(format!(
+            "neither the adapter nor its base ({}) has a classification head ({}.weight)",
+            base.dir.display(),
+            base_config.encoder.head.classifier
+        )));
+    };
+    let how = "give --labels NAME,NAME,... (class-id order) or --labels FILE (one name a \
+               line), or label the probe with integer class ids";
+    if let Some(given) = given {
+        if given.names.len() != classes {
+            return Err(refuse(format!(
+                "the head has {classes} classes, --labels names {}",
+                given.names.len()
+            )));
+        }
+        return Ok((given, family));
+    }
+    let from_base = base_config.labels().ok().flatten();
+    if let Some(labels) = from_base.filter(|labels| labels.names.len() == classes) {
+        return Ok((labels, family));
+    }
+    let integers = LabelSet {
+        names: (0..classes).map(|id| id.to_string()).collect(),
+    };
+    let all_ids = probe.examples.iter().all(|example| match &example.label {
+        RawLabel::Id(id) => usize::try_from(*id).is_ok_and(|id| id < classes),
+        RawLabel::Name(name) => name.parse::<usize>().is_ok_and(|id| id < classes),
+    });
+    if all_ids {
+        return Ok((integers, family));
+    }
+    Err(refuse(format!(
+        "a peft adapter has no config.json and so no id2label; its head has {classes} \
+         classes, its base ({}) names none of that count, and the probe's labels are names: \
+         {how}",
+        base_config_path.display()
+    )))
+}
+
+/// The base model of an adapter checkpoint: `--base-model` when given (found already),
+/// else the adapter's `base_model_name_or_path` (a folder, or a hub id in the cache).
+fn adapter_base(
+    adapter: &AdapterFiles,
+    base_dir: Option<&Path>,
+    run_dir: &Path,
+) -> Result<BaseModel, CheckpointError> {
+    let dir = match base_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let config = AdapterConfig::load(&adapter.config)?;
+            let name = config.base_model.ok_or_else(|| CheckpointError::Invalid {
+                path: adapter.config.clone(),
+                message: "no base_model_name_or_path: give --base-model".into(),
+            })?;
+            locate_model(
+                &name,
+                config.revision.as_deref(),
+                &[run_dir],
+                &adapter.config,
+            )?
+        }
+    };
+    let weights = match WeightFiles::find(&dir)? {
+        Some(WeightFiles::Adapter(_)) | None => {
+            return Err(CheckpointError::NoWeights { path: dir });
+        }
+        Some(weights) => weights,
+    };
+    Ok(BaseModel { dir, weights })
+}
+
+/// The class count of the adapter's head (`modules_to_save`), else of its base's;
+/// `None` when neither has one.
+fn adapter_classes(
+    adapter: &AdapterFiles,
+    base_config: &ModelConfig,
+) -> Result<Option<usize>, CheckpointError> {
+    let classifier = format!("{}.weight", base_config.encoder.head.classifier);
+    let invalid = |path: &Path, error: crate::embed::EmbedError| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    };
+    let tensors = NamedTensors::open(
+        &WeightFiles::Adapter(adapter.clone()),
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| invalid(&adapter.tensors, e))?;
+    Ok(tensors.rows_of(&format!("base_model.model.{classifier}")))
 }
 
 /// Reads stored `[CLS]` positions one checkpoint at a time, as the analysis asks for them.

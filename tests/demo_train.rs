@@ -145,6 +145,7 @@ fn demo_checkpoints_load_like_the_trainer_fixture() {
     let tokenized = TokenizedProbe::new(&tokenizer, &texts, source.path()).unwrap();
     let mut embedder = ModelEmbedder::new(32).unwrap();
     let model = ModelSource {
+        base: None,
         dir: checkpoint.path.clone(),
         config,
         weights,

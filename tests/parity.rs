@@ -135,6 +135,7 @@ fn a_model_is_loaded_for_the_tokens_of_its_probe() {
     }
     let dir = fixtures().join("hf-tiny-run/checkpoint-480");
     let source = ModelSource {
+        base: None,
         config: ModelConfig::load(&dir.join("config.json")).unwrap(),
         weights: WeightFiles::find(&dir).unwrap().unwrap(),
         dir: dir.clone(),

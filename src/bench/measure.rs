@@ -97,6 +97,7 @@ pub(crate) fn measure_case(
     let weights =
         WeightFiles::find(&dir)?.ok_or_else(|| CheckpointError::NoWeights { path: dir.clone() })?;
     let source = ModelSource {
+        base: None,
         config: ModelConfig::load(&dir.join("config.json"))?,
         dir: dir.clone(),
         weights,

@@ -35,6 +35,8 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
     pub vocab_size: usize,
     pub encoder: EncoderSpec,
+    /// `_name_or_path`: the model the checkpoint was fine-tuned from, as the user named it.
+    pub name_or_path: Option<String>,
     /// Label names by class id; keys are decimal strings in the file.
     pub id2label: Option<BTreeMap<String, String>>,
 }
@@ -208,6 +210,11 @@ impl ModelConfig {
             max_position_embeddings: sizes.max_positions,
             vocab_size: sizes.vocab,
             encoder,
+            name_or_path: keys
+                .get("_name_or_path")
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string),
             id2label,
         };
         config.validate()?;

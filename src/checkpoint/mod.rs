@@ -2,19 +2,23 @@
 //! is complete (SPEC §2.1), and reading what a model needs from one. Nothing here ever
 //! writes inside a checkpoint, and `training_args.bin` and optimizer files are never opened.
 
+mod adapter;
 mod config;
 mod discovery;
 mod encoder;
+mod hub;
 mod tokenizer;
 mod trainer_state;
 mod weights;
 
+pub use adapter::{AdapterConfig, AdapterFiles, ADAPTER_CONFIG};
 pub use config::{ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use discovery::{discover, CheckpointDir, Completeness, Discovery};
 pub use encoder::{
     Activation, DebertaSpec, EmbeddingSpec, EncoderSpec, Family, HeadSpec, LayerSpec,
     ModernBertSpec, Pooling, Positions, PostNormNames,
 };
+pub use hub::{hub_cache_dir, locate_model};
 pub use tokenizer::{build_tokenizer, load_tokenizer, resolve_tokenizer, TokenizerSource};
 pub use trainer_state::{EvalRecord, TrainerState};
 pub use weights::WeightFiles;
@@ -43,6 +47,18 @@ pub enum CheckpointError {
         "{path}: the checkpoint vanished while it was read (removed by the Trainer's rotation?)"
     )]
     Vanished { path: PathBuf },
+    #[error(
+        "{asked_by}: model {name:?} is nowhere to be found offline; looked in {}; give \
+         --base-model DIR (a folder with config.json and the weights) or a hub id present \
+         in the local Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else \
+         ~/.cache/huggingface/hub); nothing is downloaded",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ModelNotFound {
+        asked_by: PathBuf,
+        name: String,
+        searched: Vec<PathBuf>,
+    },
 }
 
 impl CheckpointError {
@@ -70,6 +86,7 @@ impl CheckpointError {
             | CheckpointError::Tokenizer { path, .. }
             | CheckpointError::Vanished { path } => path,
             CheckpointError::NoTokenizer { dir, .. } => dir,
+            CheckpointError::ModelNotFound { asked_by, .. } => asked_by,
         }
     }
 }

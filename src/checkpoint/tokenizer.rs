@@ -81,7 +81,8 @@ pub fn load_tokenizer(
     user_path: Option<&Path>,
     max_len: usize,
 ) -> Result<(Tokenizer, TokenizerSource), CheckpointError> {
-    let source = resolve_tokenizer(model_dir, run_dir, user_path)?;
+    let folders: Vec<&Path> = run_dir.into_iter().collect();
+    let source = resolve_tokenizer(model_dir, &folders, user_path)?;
     Ok((build_tokenizer(&source, max_len)?, source))
 }
 
@@ -114,13 +115,17 @@ pub fn build_tokenizer(
     Ok(tokenizer)
 }
 
-/// Which tokenizer file [`load_tokenizer`] would use for `model_dir`, without building it.
+/// Which tokenizer file [`load_tokenizer`] would use for `model_dir`, without building
+/// it: `model_dir` first, then each of `fallbacks` (the run directory, a base model's
+/// folder), then `user_path`.
 pub fn resolve_tokenizer(
     model_dir: &Path,
-    run_dir: Option<&Path>,
+    fallbacks: &[&Path],
     user_path: Option<&Path>,
 ) -> Result<TokenizerSource, CheckpointError> {
-    let folders: Vec<&Path> = std::iter::once(model_dir).chain(run_dir).collect();
+    let folders: Vec<&Path> = std::iter::once(model_dir)
+        .chain(fallbacks.iter().copied())
+        .collect();
     for folder in &folders {
         let json = folder.join("tokenizer.json");
         if json.is_file() {
@@ -135,7 +140,7 @@ pub fn resolve_tokenizer(
     }
     if let Some(path) = user_path {
         return if path.is_dir() {
-            resolve_tokenizer(path, None, None)
+            resolve_tokenizer(path, &[], None)
         } else if path.file_name().is_some_and(|n| n == "vocab.txt") {
             Ok(TokenizerSource::WordPieceVocab(path.to_path_buf()))
         } else {
@@ -263,7 +268,7 @@ mod tests {
     #[test]
     fn a_wordpiece_vocabulary_is_identified_with_its_casing_config() {
         let legacy = fixtures().join("legacy-model");
-        let source = resolve_tokenizer(&legacy, None, None).unwrap();
+        let source = resolve_tokenizer(&legacy, &[], None).unwrap();
         assert_eq!(
             source.files(),
             [
@@ -272,7 +277,7 @@ mod tests {
             ]
         );
         let json = fixtures().join("sharded-model");
-        let source = resolve_tokenizer(&json, None, None).unwrap();
+        let source = resolve_tokenizer(&json, &[], None).unwrap();
         assert_eq!(source.files(), [json.join("tokenizer.json")]);
     }
 }

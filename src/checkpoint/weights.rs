@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{read_json, CheckpointError};
+use super::{read_json, AdapterFiles, CheckpointError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightFiles {
@@ -19,6 +19,8 @@ pub enum WeightFiles {
     /// A `torch.save` pickle: read by candle's pickle reader, which interprets the
     /// pickle opcodes as data and never imports or calls anything.
     Pickle(PathBuf),
+    /// A peft adapter: the model is its base model with the adapter merged.
+    Adapter(AdapterFiles),
 }
 
 #[derive(Deserialize)]
@@ -27,7 +29,8 @@ struct ShardIndex {
 }
 
 impl WeightFiles {
-    /// Finds the weights in `dir`, preferring safetensors; `None` when there are none.
+    /// Finds the weights in `dir`, preferring safetensors, then full weights over an
+    /// adapter; `None` when there are none.
     pub fn find(dir: &Path) -> Result<Option<WeightFiles>, CheckpointError> {
         let single = dir.join("model.safetensors");
         if single.is_file() {
@@ -66,7 +69,7 @@ impl WeightFiles {
                 message: "sharded pickle weights are not supported; save with safetensors".into(),
             });
         }
-        Ok(None)
+        Ok(AdapterFiles::find(dir)?.map(WeightFiles::Adapter))
     }
 
     /// Every file the weights consist of (the index too), for change detection.
@@ -76,6 +79,7 @@ impl WeightFiles {
             WeightFiles::ShardedSafetensors { index, shards } => std::iter::once(index.as_path())
                 .chain(shards.iter().map(PathBuf::as_path))
                 .collect(),
+            WeightFiles::Adapter(adapter) => vec![&adapter.config, &adapter.tensors],
         }
     }
 

@@ -4,6 +4,7 @@
 mod candle;
 #[cfg(target_arch = "x86_64")]
 mod cpu;
+mod lora;
 mod tensors;
 mod worker;
 
@@ -11,12 +12,15 @@ pub use candle::CandleEncoder;
 pub use tensors::NamedTensors;
 pub use worker::{EmbedJob, EmbedWorker, JobOutcome};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
-use crate::checkpoint::{CheckpointError, Family, LayerSpec, ModelConfig, WeightFiles};
+use crate::checkpoint::{
+    AdapterConfig, AdapterFiles, CheckpointError, Family, LayerSpec, ModelConfig, WeightFiles,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -148,8 +152,26 @@ impl Embeddings {
 #[derive(Debug, Clone)]
 pub struct ModelSource {
     pub dir: PathBuf,
+    /// The encoder; for an adapter checkpoint, its base model's.
     pub config: ModelConfig,
     pub weights: WeightFiles,
+    /// The base model an adapter checkpoint (`WeightFiles::Adapter`) is merged into.
+    pub base: Option<BaseModel>,
+}
+
+/// A base model folder and its weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseModel {
+    pub dir: PathBuf,
+    pub weights: WeightFiles,
+}
+
+/// A base model read once and kept, under the classifier's tensor names, for every
+/// adapter checkpoint of the run: each one costs its merge, not a reload.
+struct KeptBase {
+    base: BaseModel,
+    backend: Backend,
+    tensors: HashMap<String, Tensor>,
 }
 
 /// The model side of the pipeline: synchronous, owned by one worker thread.
@@ -293,6 +315,7 @@ pub struct ModelEmbedder {
     device: Device,
     batch_size: usize,
     choice: BackendChoice,
+    kept_base: std::sync::Mutex<Option<KeptBase>>,
 }
 
 impl ModelEmbedder {
@@ -316,6 +339,7 @@ impl ModelEmbedder {
             device: default_device()?,
             batch_size,
             choice,
+            kept_base: std::sync::Mutex::new(None),
         })
     }
 
@@ -336,7 +360,10 @@ impl ModelEmbedder {
             Backend::Avx512 => Device::Cpu,
             Backend::Candle => self.device.clone(),
         };
-        let tensors = NamedTensors::open(&model.weights, &device)?;
+        let tensors = match &model.weights {
+            WeightFiles::Adapter(adapter) => self.merged(model, adapter, backend, &device)?,
+            weights => NamedTensors::open(weights, &device)?,
+        };
         match (backend, &model.config.encoder.layers) {
             #[cfg(target_arch = "x86_64")]
             (Backend::Avx512, LayerSpec::PostNorm(names)) => {
@@ -355,6 +382,57 @@ impl ModelEmbedder {
                 &tensors,
             )?))),
         }
+    }
+
+    /// The base model with `adapter` merged: the base is read on the first adapter
+    /// checkpoint and kept for the next ones.
+    fn merged(
+        &self,
+        model: &ModelSource,
+        adapter: &AdapterFiles,
+        backend: Backend,
+        device: &Device,
+    ) -> Result<NamedTensors, EmbedError> {
+        let base = model.base.as_ref().ok_or_else(|| {
+            EmbedError::Unsupported(format!(
+                "{}: an adapter checkpoint needs its base model",
+                model.dir.display()
+            ))
+        })?;
+        let spec = &model.config.encoder;
+        let mut kept = self
+            .kept_base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !kept
+            .as_ref()
+            .is_some_and(|kept| kept.base == *base && kept.backend == backend)
+        {
+            // Dropped before the next base is read: never two bases in memory.
+            *kept = None;
+            let tensors = NamedTensors::open(&base.weights, device)?.into_tensors()?;
+            *kept = Some(KeptBase {
+                base: base.clone(),
+                backend,
+                tensors: lora::in_classifier_names(
+                    tensors,
+                    spec.backbone(),
+                    spec.word_embeddings(),
+                ),
+            });
+        }
+        let kept = kept.as_ref().expect("kept above");
+        let config = AdapterConfig::load(&adapter.config)?;
+        let source = adapter.tensors.display().to_string();
+        let adapter_tensors = NamedTensors::open(&model.weights, device)?.into_tensors()?;
+        let merged = lora::merge(
+            &kept.tensors,
+            adapter_tensors,
+            &config,
+            spec.backbone(),
+            &source,
+        )?;
+        Ok(NamedTensors::new(merged, source, device))
     }
 
     /// Token positions the encoder computes for `probe`, padding included: candle pads

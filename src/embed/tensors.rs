@@ -16,7 +16,7 @@ use candle_nn::{LayerNorm, Linear};
 use serde::Deserialize;
 
 use super::EmbedError;
-use crate::checkpoint::{CheckpointError, EncoderSpec, WeightFiles};
+use crate::checkpoint::{AdapterFiles, CheckpointError, EncoderSpec, WeightFiles};
 
 /// Named tensors with errors that say which file and tensor is missing or wrong.
 pub struct NamedTensors {
@@ -96,16 +96,22 @@ impl NamedTensors {
             WeightFiles::Safetensors(path) | WeightFiles::Pickle(path) => {
                 path.display().to_string()
             }
+            WeightFiles::Adapter(adapter) => adapter.tensors.display().to_string(),
         };
         let mut entries = HashMap::new();
         match weights {
             WeightFiles::Safetensors(path) => read_header(path, &mut entries)?,
+            // The adapter's own tensors; `embed::lora` merges them into the base.
+            WeightFiles::Adapter(adapter) if !is_pickle(&adapter.tensors) => {
+                read_header(&adapter.tensors, &mut entries)?
+            }
             WeightFiles::ShardedSafetensors { shards, .. } => {
                 for shard in shards {
                     read_header(shard, &mut entries)?;
                 }
             }
-            WeightFiles::Pickle(path) => {
+            WeightFiles::Pickle(path)
+            | WeightFiles::Adapter(AdapterFiles { tensors: path, .. }) => {
                 if !path.exists() {
                     return Err(vanished(path));
                 }
@@ -127,6 +133,15 @@ impl NamedTensors {
             source,
             device: device.clone(),
         })
+    }
+
+    /// Every tensor, as f32 on the model's device (a base model kept for its adapters).
+    pub fn into_tensors(self) -> Result<HashMap<String, Tensor>, EmbedError> {
+        self.all_with_prefix("")
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The backbone's prefix in these weights: `"bert."` for a classifier's, `""` for a
@@ -375,6 +390,10 @@ impl FileTensor {
             })
         }
     }
+}
+
+fn is_pickle(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "bin")
 }
 
 fn vanished(path: &Path) -> EmbedError {

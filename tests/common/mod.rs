@@ -134,6 +134,7 @@ pub fn embed_run_on(
         state_dir: Some(state.to_path_buf()),
         max_len: 64,
         base_model: None,
+        labels: None,
         tokenizer: None,
         batch_size: 32,
         analysis: Default::default(),

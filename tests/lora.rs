@@ -1,0 +1,199 @@
+//! peft LoRA checkpoints: merged into their base model, found offline in a Hugging Face
+//! cache or given with --base-model, at PyTorch+peft's parity on every backend.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use dwell::embed::Backend;
+use dwell::store::StateDir;
+
+const TOLERANCE: f32 = 1e-4;
+const LABELS: &str = "games,net,utils,sound,fonts,science,mail,editors,database";
+const STEPS: [u64; 3] = [30, 60, 90];
+
+fn arch(name: &str) -> PathBuf {
+    fixtures().join("arch").join(name)
+}
+
+/// `dwell analyze` with `extra` arguments, no Hugging Face cache but `cache` and no
+/// home cache either: stderr, and whether it succeeded.
+fn analyze(
+    run: &Path,
+    state: &Path,
+    backend: Backend,
+    cache: Option<&Path>,
+    extra: &[&OsStr],
+) -> (bool, String) {
+    let mut command = dwell();
+    command
+        .env_remove("HF_HOME")
+        .env("HOME", state.with_extension("home"))
+        .args(["--backend", backend_flag(backend), "analyze"])
+        .arg(run)
+        .arg("--probe")
+        .arg(probe_path())
+        .args(["--max-len", "64", "--state"])
+        .arg(state)
+        .args(extra);
+    match cache {
+        Some(cache) => command.env("HF_HUB_CACHE", cache),
+        None => command.env_remove("HF_HUB_CACHE"),
+    };
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn backend_flag(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Avx512 => "avx512",
+        Backend::Candle => "candle",
+    }
+}
+
+fn assert_matches_reference(state: &Path, reference: &str, what: &str) -> (f32, f32) {
+    let (state, _) = StateDir::open_existing(state).unwrap();
+    let reference = reference_in(&arch(reference));
+    let (mut cls_error, mut logits_error) = (0f32, 0f32);
+    for step in STEPS {
+        let stored = state.read_embeddings(step).unwrap();
+        cls_error = cls_error.max(max_abs_difference(
+            &stored.cls,
+            &reference[&format!("step-{step}.cls")].0,
+        ));
+        logits_error = logits_error.max(max_abs_difference(
+            stored.logits.as_ref().unwrap(),
+            &reference[&format!("step-{step}.logits")].0,
+        ));
+    }
+    eprintln!(
+        "{what}: max |cls - torch| = {cls_error:.2e}, max |logits - torch| = {logits_error:.2e}"
+    );
+    assert!(
+        cls_error <= TOLERANCE && logits_error <= TOLERANCE,
+        "{what}: cls {cls_error}, logits {logits_error}"
+    );
+    (cls_error, logits_error)
+}
+
+#[test]
+fn lora_and_rslora_runs_match_peft_with_the_base_from_the_cache_or_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels_file = dir.path().join("labels.txt");
+    std::fs::write(&labels_file, LABELS.replace(',', "\n")).unwrap();
+    let cache = arch("hf-cache/hub");
+    for backend in available_backends() {
+        for (run, reference) in [
+            ("bert-lora-run", "bert-lora-reference.safetensors"),
+            ("bert-rslora-run", "bert-rslora-reference.safetensors"),
+        ] {
+            let name = backend.name();
+            // The base found offline by the adapter's base_model_name_or_path, in the cache.
+            let state = dir.path().join(format!("{run}-{name}-cache"));
+            let labels = [OsStr::new("--labels"), OsStr::new(LABELS)];
+            let (ok, stderr) = analyze(&arch(run), &state, backend, Some(&cache), &labels);
+            assert!(ok, "{stderr}");
+            assert!(stderr.contains("embedded 3 checkpoint(s)"), "{stderr}");
+            assert_matches_reference(&state, reference, &format!("{run} {name}, cache"));
+            // The base given as a folder, and no cache at all.
+            let state = dir.path().join(format!("{run}-{name}-flag"));
+            let base = arch("bert-lora-base");
+            let flags = [
+                OsStr::new("--base-model"),
+                base.as_os_str(),
+                OsStr::new("--labels"),
+                labels_file.as_os_str(),
+            ];
+            let (ok, stderr) = analyze(&arch(run), &state, backend, None, &flags);
+            assert!(ok, "{stderr}");
+            assert_matches_reference(&state, reference, &format!("{run} {name}, --base-model"));
+        }
+    }
+}
+
+#[test]
+fn a_base_that_is_nowhere_is_named_with_every_place_searched() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_cache = dir.path().join("empty-cache");
+    std::fs::create_dir(&empty_cache).unwrap();
+    let (ok, stderr) = analyze(
+        &arch("bert-lora-run"),
+        &dir.path().join("state"),
+        Backend::Candle,
+        Some(&empty_cache),
+        &[OsStr::new("--labels"), OsStr::new(LABELS)],
+    );
+    assert!(!ok);
+    for needle in [
+        "model \"dwell-fixtures/tiny-bert\" is nowhere to be found offline",
+        "--base-model",
+        "models--dwell-fixtures--tiny-bert",
+        "adapter_config.json",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in {stderr}");
+    }
+}
+
+#[test]
+fn labels_are_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = arch("hf-cache/hub");
+    let run = arch("bert-lora-run");
+    let (ok, stderr) = analyze(
+        &run,
+        &dir.path().join("a"),
+        Backend::Candle,
+        Some(&cache),
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("its head has 9 classes") && stderr.contains("--labels NAME,NAME,..."),
+        "{stderr}"
+    );
+    let two = [OsStr::new("--labels"), OsStr::new("games,net")];
+    let (ok, stderr) = analyze(
+        &run,
+        &dir.path().join("b"),
+        Backend::Candle,
+        Some(&cache),
+        &two,
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("the head has 9 classes, --labels names 2"),
+        "{stderr}"
+    );
+    // A probe labelled with class ids needs no names.
+    let probe = dir.path().join("ids.jsonl");
+    let names: Vec<&str> = LABELS.split(',').collect();
+    let lines: Vec<String> = std::fs::read_to_string(probe_path())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = names.iter().position(|n| *n == value["label"]).unwrap();
+            value["label"] = id.into();
+            value.to_string()
+        })
+        .collect();
+    std::fs::write(&probe, lines.join("\n")).unwrap();
+    let state = dir.path().join("ids");
+    let output = dwell()
+        .env("HF_HUB_CACHE", &cache)
+        .args(["--backend", "candle", "analyze"])
+        .arg(arch("bert-lora-run"))
+        .arg("--probe")
+        .arg(&probe)
+        .args(["--max-len", "64", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_succeeded(&output);
+    assert_matches_reference(&state, "bert-lora-reference.safetensors", "integer labels");
+}
