@@ -79,30 +79,40 @@ fn embedded_counts(logs: &str) -> BTreeMap<u64, usize> {
 /// tokenizer, training args, and `trainer_state.json` last.
 fn write_checkpoint_like_the_trainer(run: &Path, step: u64) {
     let source = fixtures().join(format!("hf-tiny-run/checkpoint-{step}"));
-    let target = run.join(format!("checkpoint-{step}"));
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(source.join("config.json"), target.join("config.json")).unwrap();
-    let weights = std::fs::read(source.join("model.safetensors")).unwrap();
-    let mut file = std::fs::File::create(target.join("model.safetensors")).unwrap();
-    for chunk in weights.chunks(weights.len() / 4 + 1) {
-        file.write_all(chunk).unwrap();
-        file.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(60));
+    write_like_the_trainer(&source, &run.join(format!("checkpoint-{step}")));
+}
+
+/// Copies the checkpoint folder `source` to `target` in the Trainer's order: the
+/// configs, the weights (full or adapter) in chunks over time, the other files, and
+/// `trainer_state.json` last.
+fn write_like_the_trainer(source: &Path, target: &Path) {
+    std::fs::create_dir_all(target).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(source)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|name| match name.as_str() {
+        "config.json" | "adapter_config.json" => 0,
+        "model.safetensors" | "adapter_model.safetensors" => 1,
+        "trainer_state.json" => 3,
+        _ => 2,
+    });
+    for name in names {
+        if name.ends_with(".safetensors") {
+            let weights = std::fs::read(source.join(&name)).unwrap();
+            let mut file = std::fs::File::create(target.join(&name)).unwrap();
+            for chunk in weights.chunks(weights.len() / 4 + 1) {
+                file.write_all(chunk).unwrap();
+                file.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(60));
+            }
+        } else {
+            if name == "trainer_state.json" {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            std::fs::copy(source.join(&name), target.join(&name)).unwrap();
+        }
     }
-    drop(file);
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "training_args.bin",
-    ] {
-        std::fs::copy(source.join(name), target.join(name)).unwrap();
-    }
-    std::thread::sleep(Duration::from_millis(30));
-    std::fs::copy(
-        source.join("trainer_state.json"),
-        target.join("trainer_state.json"),
-    )
-    .unwrap();
 }
 
 /// The Trainer's `save_total_limit`: keep the newest `limit` checkpoints, rmtree the rest.
@@ -368,4 +378,56 @@ fn sigterm_stops_within_ten_seconds_with_exit_0_and_a_second_daemon_is_refused()
     assert_eq!(code, Some(0), "{logs}");
     assert!(signalled.elapsed() < Duration::from_secs(10));
     assert!(state.join("report.json").exists());
+}
+
+/// A peft LoRA run written live, its base found in a Hugging Face cache: each adapter
+/// checkpoint is embedded once, at peft's parity, as a full run's would be.
+#[test]
+fn a_live_lora_run_is_embedded_like_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let state = dir.path().join("state");
+    let child = watch_command(&run, &state)
+        .env("HF_HUB_CACHE", fixtures().join("arch/hf-cache/hub"))
+        .args([
+            "--labels",
+            "games,net,utils,sound,fonts,science,mail,editors,database",
+            "--exit-on-finish",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("dwell.lock").exists() {
+        assert!(Instant::now() < deadline, "dwell watch did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let steps = [30, 60, 90];
+    let trainer = {
+        let run = run.clone();
+        std::thread::spawn(move || {
+            for step in steps {
+                let name = format!("checkpoint-{step}");
+                write_like_the_trainer(
+                    &fixtures().join("arch/bert-lora-run").join(&name),
+                    &run.join(&name),
+                );
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        })
+    };
+    let (code, logs) = finish(child, Duration::from_secs(90));
+    trainer.join().unwrap();
+    assert_eq!(code, Some(0), "{logs}");
+    let counts = embedded_counts(&logs);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), steps, "{logs}");
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    assert!(!logs.contains("skipped"), "{logs}");
+    let (stored, _) = dwell::store::StateDir::open_existing(&state).unwrap();
+    let reference = reference_in(&fixtures().join("arch/bert-lora-reference.safetensors"));
+    for step in steps {
+        let embeddings = stored.read_embeddings(step).unwrap();
+        let error = max_abs_difference(&embeddings.cls, &reference[&format!("step-{step}.cls")].0);
+        assert!(error <= 1e-4, "step {step}: cls differs by {error}");
+    }
 }

@@ -9,8 +9,14 @@ use safetensors::Dtype;
 
 use super::cases::{CaseName, PreparedCase};
 use super::{median, memory, BenchError};
-use crate::checkpoint::{load_tokenizer, CheckpointError, ModelConfig, WeightFiles};
-use crate::embed::{Embeddings, ModelEmbedder, ModelSource, TokenizedProbe};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::checkpoint::{
+    load_tokenizer, AdapterFiles, CheckpointError, LayerSpec, ModelConfig, WeightFiles,
+    ADAPTER_CONFIG,
+};
+use crate::embed::{BaseModel, Embeddings, ModelEmbedder, ModelSource, TokenizedProbe};
 use crate::probe::load_probe;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +26,10 @@ pub struct CaseMeasurement {
     pub max_len: usize,
     /// Each `load_model`: weights read and the model built.
     pub load_seconds: Vec<f64>,
+    /// Each `load_model` of a LoRA checkpoint over the same model (r 8 on every layer's
+    /// query and value, a new head): the first reads the base, the others reuse the
+    /// base the embedder kept and pay the merge. Empty for a model without BERT's layers.
+    pub lora_load_seconds: Vec<f64>,
     /// Tokenizer built and every probe text tokenised, once.
     pub tokenize_seconds: f64,
     /// Each timed pass over the whole probe (the warm-up pass is not among them).
@@ -121,6 +131,13 @@ pub(crate) fn measure_case(
         load_seconds.push(started.elapsed().as_secs_f64());
     }
     let loading = memory::rss_now_and_peak();
+    let lora_load_seconds = {
+        let last = model.take();
+        drop(last);
+        let seconds = lora_loads(case, &source, &embedder, &tokenized, loads)?;
+        model = Some(embedder.load_model(&source, &tokenized)?);
+        seconds
+    };
 
     let Some(model) = model else {
         return Err(BenchError::Flag("--loads must be at least 1".into()));
@@ -151,6 +168,7 @@ pub(crate) fn measure_case(
         texts: texts.len(),
         max_len: case.manifest.max_len,
         load_seconds,
+        lora_load_seconds,
         tokenize_seconds,
         pass_seconds,
         tokens: tokenized.token_count(),
@@ -158,6 +176,105 @@ pub(crate) fn measure_case(
         weights_bytes,
         memory,
     })
+}
+
+/// Times `loads` loads of a LoRA adapter over `source`, written beside the case.
+fn lora_loads(
+    case: &PreparedCase,
+    source: &ModelSource,
+    embedder: &ModelEmbedder,
+    probe: &TokenizedProbe,
+    loads: usize,
+) -> Result<Vec<f64>, BenchError> {
+    const RANK: usize = 8;
+    let config = &source.config;
+    let LayerSpec::PostNorm(names) = &config.encoder.layers else {
+        return Ok(Vec::new());
+    };
+    let dir = case.checkpoint_dir().with_file_name("lora-checkpoint");
+    std::fs::create_dir_all(&dir).map_err(BenchError::io(&dir))?;
+    let adapter = AdapterFiles {
+        config: dir.join(ADAPTER_CONFIG),
+        tensors: dir.join("adapter_model.safetensors"),
+    };
+    let adapter_config = serde_json::json!({
+        "peft_type": "LORA",
+        "r": RANK,
+        "lora_alpha": 16,
+        "base_model_name_or_path": source.dir,
+        "target_modules": ["query", "value"],
+        "modules_to_save": ["classifier"],
+    });
+    crate::store::write_atomically(&adapter.config, adapter_config.to_string().as_bytes())?;
+    let hidden = config.hidden_size;
+    let labels = config.id2label.as_ref().map_or(2, |labels| labels.len());
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut random = |count: usize| -> Vec<u8> {
+        (0..count)
+            .flat_map(|_| rng.random_range(-0.02f32..0.02).to_le_bytes())
+            .collect()
+    };
+    let prefix = format!("base_model.model.{}.{}", names.backbone, names.layers);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for layer in 0..config.num_hidden_layers {
+        for module in [names.query, names.value] {
+            let name = format!("{prefix}.{layer}.{module}");
+            tensors.push((
+                format!("{name}.lora_A.weight"),
+                vec![RANK, hidden],
+                random(RANK * hidden),
+            ));
+            tensors.push((
+                format!("{name}.lora_B.weight"),
+                vec![hidden, RANK],
+                random(hidden * RANK),
+            ));
+        }
+    }
+    let head = config.encoder.head.classifier;
+    tensors.push((
+        format!("base_model.model.{head}.weight"),
+        vec![labels, hidden],
+        random(labels * hidden),
+    ));
+    tensors.push((
+        format!("base_model.model.{head}.bias"),
+        vec![labels],
+        random(labels),
+    ));
+    let invalid = |e: safetensors::SafeTensorError| BenchError::Invalid {
+        path: adapter.tensors.clone(),
+        message: format!("cannot write safetensors: {e}"),
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(invalid)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    let serialized = safetensors::serialize(views, None).map_err(invalid)?;
+    crate::store::write_atomically(&adapter.tensors, &serialized)?;
+    let lora = ModelSource {
+        dir: dir.clone(),
+        config: config.clone(),
+        weights: WeightFiles::Adapter(adapter),
+        base: Some(BaseModel {
+            dir: source.dir.clone(),
+            weights: source.weights.clone(),
+        }),
+    };
+    let mut seconds = Vec::with_capacity(loads);
+    let mut model = None;
+    for _ in 0..loads {
+        drop(model.take());
+        let started = Instant::now();
+        model = Some(embedder.load_model(&lora, probe)?);
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    Ok(seconds)
 }
 
 /// `cls` [P, H] and `logits` [P, C], little-endian f32, for the baseline's parity check.

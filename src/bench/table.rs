@@ -203,6 +203,21 @@ fn render_case(
             Unit::Seconds,
         ),
         row(
+            "LoRA load s, first",
+            case.lora_load_seconds.first().copied(),
+            None,
+            Unit::Seconds,
+        ),
+        row(
+            format!(
+                "LoRA load s, median of {} more",
+                case.lora_load_seconds.len().saturating_sub(1)
+            ),
+            (case.lora_load_seconds.len() > 1).then(|| median(&case.lora_load_seconds[1..])),
+            None,
+            Unit::Seconds,
+        ),
+        row(
             "tokenise s",
             Some(case.tokenize_seconds),
             torch_value(&|t| Some(t.tokenize_seconds)),
@@ -344,6 +359,7 @@ mod tests {
             texts: 400,
             max_len: 64,
             load_seconds: vec![0.05, 0.04, 0.06],
+            lora_load_seconds: vec![0.07, 0.02, 0.03],
             tokenize_seconds: 0.01,
             pass_seconds: vec![0.5, 0.4, 0.6],
             tokens: 8000,
@@ -403,6 +419,8 @@ minilm: 400 texts, max length 64
   metric                                  dwell
   load s, median of 3                     0.050
   load s, fastest                         0.040
+  LoRA load s, first                      0.070
+  LoRA load s, median of 2 more           0.025
   tokenise s                              0.010
   pass s, median of 3                     0.500
   texts/s                                800.00
@@ -489,6 +507,8 @@ minilm: 400 texts, max length 64
   metric                                  dwell      PyTorch  dwell/PyTorch
   load s, median of 3                     0.050        0.200           0.25
   load s, fastest                         0.040        0.200           0.20
+  LoRA load s, first                      0.070            -              -
+  LoRA load s, median of 2 more           0.025            -              -
   tokenise s                              0.010        0.020           0.50
   pass s, median of 3                     0.500        1.100           0.45
   texts/s                                800.00       363.64           2.20

@@ -221,6 +221,17 @@ impl NamedTensors {
                 }
                 Ok(values)
             }
+            // In memory (a kept base, merged): gather the rows without copying the table.
+            Some(Entry::Loaded(tensor)) if tensor.dims() == shape => {
+                let ids = Tensor::from_slice(which, which.len(), tensor.device())
+                    .map_err(|e| self.candle(e))?;
+                tensor
+                    .index_select(&ids, 0)
+                    .and_then(|rows| rows.to_dtype(DType::F32))
+                    .and_then(|rows| rows.flatten_all())
+                    .and_then(|rows| rows.to_vec1::<f32>())
+                    .map_err(|e| self.candle(e))
+            }
             _ => {
                 let all = self.values(name, &shape)?;
                 Ok(which
