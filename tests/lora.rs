@@ -197,3 +197,50 @@ fn labels_are_never_guessed() {
     assert_succeeded(&output);
     assert_matches_reference(&state, "bert-lora-reference.safetensors", "integer labels");
 }
+
+#[test]
+fn an_adapter_checkpoint_without_tokenizer_files_takes_its_bases() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    copy_dir(&arch("bert-lora-run"), &run);
+    for step in STEPS {
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::remove_file(run.join(format!("checkpoint-{step}/{name}"))).unwrap();
+        }
+    }
+    let state = dir.path().join("state");
+    let labels = [OsStr::new("--labels"), OsStr::new(LABELS)];
+    let cache = arch("hf-cache/hub");
+    let (ok, stderr) = analyze(&run, &state, Backend::Candle, Some(&cache), &labels);
+    assert!(ok, "{stderr}");
+    assert_matches_reference(
+        &state,
+        "bert-lora-reference.safetensors",
+        "base's tokenizer",
+    );
+}
+
+#[test]
+fn base_model_accepts_a_hub_id_for_step_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let flags = [
+        OsStr::new("--base-model"),
+        OsStr::new("dwell-fixtures/tiny-bert"),
+    ];
+    let run = tiny_run_with(&[480], dir.path());
+    let cache = arch("hf-cache/hub");
+    let (ok, stderr) = analyze(&run, &state, Backend::Candle, Some(&cache), &flags);
+    assert!(ok, "{stderr}");
+    let (stored, _) = StateDir::open_existing(&state).unwrap();
+    assert_eq!(
+        stored
+            .stored_steps()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![0, 480]
+    );
+    let base = stored.read_embeddings(0).unwrap();
+    assert_eq!((base.hidden, base.logits.is_none()), (64, true));
+}

@@ -148,6 +148,15 @@ fn simulate_training(
     })
 }
 
+/// Returns once the daemon holds its lock on `state`.
+fn wait_until_started(state: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("dwell.lock").exists() {
+        assert!(Instant::now() < deadline, "dwell watch did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn all_steps() -> Vec<u64> {
     (1..=12).map(|i| i * 40).collect()
 }
@@ -164,11 +173,7 @@ fn a_live_run_with_rotation_is_embedded_once_per_checkpoint() {
         .spawn()
         .unwrap();
     // Training starts once the daemon holds its lock and has looked at the empty run.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("dwell.lock").exists() {
-        assert!(Instant::now() < deadline, "dwell watch did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_started(&state);
     std::thread::sleep(Duration::from_millis(500));
     let trainer = simulate_training(run.clone(), all_steps(), Duration::from_millis(900));
     let (code, logs) = finish(child, Duration::from_secs(120));
@@ -397,11 +402,7 @@ fn a_live_lora_run_is_embedded_like_a_full_one() {
         ])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("dwell.lock").exists() {
-        assert!(Instant::now() < deadline, "dwell watch did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_started(&state);
     let steps = [30, 60, 90];
     let trainer = {
         let run = run.clone();
