@@ -57,10 +57,14 @@ fn backend_flag(backend: Backend) -> &'static str {
 }
 
 fn assert_matches_reference(state: &Path, reference: &str, what: &str) -> (f32, f32) {
+    assert_matches(state, &arch(reference), &STEPS, what)
+}
+
+fn assert_matches(state: &Path, reference: &Path, steps: &[u64], what: &str) -> (f32, f32) {
     let (state, _) = StateDir::open_existing(state).unwrap();
-    let reference = reference_in(&arch(reference));
+    let reference = reference_in(reference);
     let (mut cls_error, mut logits_error) = (0f32, 0f32);
-    for step in STEPS {
+    for &step in steps {
         let stored = state.read_embeddings(step).unwrap();
         cls_error = cls_error.max(max_abs_difference(
             &stored.cls,
@@ -243,4 +247,38 @@ fn base_model_accepts_a_hub_id_for_step_zero() {
     );
     let base = stored.read_embeddings(0).unwrap();
     assert_eq!((base.hidden, base.logits.is_none()), (64, true));
+}
+
+/// LoRA on other families and other modules: rank and alpha patterns with `lora_bias`
+/// and `dense` targets (RoBERTa), `Wqkv`/`Wo` with rsLoRA (ModernBERT), an Embedding
+/// target (DistilBERT), DeBERTa-v2's projections; heads from `modules_to_save`.
+#[test]
+fn lora_on_every_family_and_module_kind_matches_peft() {
+    use dwell::checkpoint::Family;
+    let variants = fixtures().join("lora-variants");
+    let cache = variants.join("hf-cache/hub");
+    let dir = tempfile::tempdir().unwrap();
+    let labels = [OsStr::new("--labels"), OsStr::new(LABELS)];
+    for (name, family) in [
+        ("roberta-lora-patterns", Family::Roberta),
+        ("modernbert-lora-wqkv", Family::ModernBert),
+        ("distilbert-lora-embedding", Family::DistilBert),
+        ("deberta-v2-lora", Family::DebertaV2),
+    ] {
+        for backend in available_backends()
+            .into_iter()
+            .filter(|b| b.serves(family))
+        {
+            let state = dir.path().join(format!("{name}-{}", backend.name()));
+            let run = variants.join(format!("{name}-run"));
+            let (ok, stderr) = analyze(&run, &state, backend, Some(&cache), &labels);
+            assert!(ok, "{name}: {stderr}");
+            assert_matches(
+                &state,
+                &variants.join(format!("{name}-reference.safetensors")),
+                &[1, 2],
+                &format!("{name} {}", backend.name()),
+            );
+        }
+    }
 }

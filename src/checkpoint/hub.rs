@@ -10,7 +10,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use super::CheckpointError;
 
 /// The hub cache folder, by the precedence huggingface_hub uses.
-pub fn hub_cache_dir() -> Option<PathBuf> {
+fn hub_cache_dir() -> Option<PathBuf> {
     let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(cache) = set("HF_HUB_CACHE") {
         return Some(PathBuf::from(cache));

@@ -18,7 +18,7 @@ pub use encoder::{
     Activation, DebertaSpec, EmbeddingSpec, EncoderSpec, Family, HeadSpec, LayerSpec,
     ModernBertSpec, Pooling, Positions, PostNormNames,
 };
-pub use hub::{hub_cache_dir, locate_model};
+pub use hub::locate_model;
 pub use tokenizer::{build_tokenizer, load_tokenizer, resolve_tokenizer, TokenizerSource};
 pub use trainer_state::{EvalRecord, TrainerState};
 pub use weights::WeightFiles;

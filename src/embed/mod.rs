@@ -343,10 +343,6 @@ impl ModelEmbedder {
         })
     }
 
-    pub fn choice(&self) -> BackendChoice {
-        self.choice
-    }
-
     /// Reads a checkpoint for embedding `probe`: the avx512 backend reads only the
     /// word-embedding rows of the tokens the probe uses (a small model's vocabulary is
     /// half its weights).

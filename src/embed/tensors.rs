@@ -140,10 +140,6 @@ impl NamedTensors {
         self.all_with_prefix("")
     }
 
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// The backbone's prefix in these weights: `"bert."` for a classifier's, `""` for a
     /// bare encoder's.
     pub fn backbone_prefix(&self, spec: &EncoderSpec) -> String {
