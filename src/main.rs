@@ -15,7 +15,7 @@ use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
-use dwell::checkpoint::Family;
+use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
@@ -76,6 +76,28 @@ enum Command {
     /// Measure embedding throughput, load time and peak memory on fixed cases, and
     /// compare with PyTorch (docs/BENCH.md).
     Bench(BenchArgs),
+    /// Print what the embedder sees for each probe text: one JSON object a line,
+    /// {"row", "ids", "tokens"}, with the checkpoint's tokenizer.
+    Tokenize(TokenizeArgs),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// A checkpoint (or model) folder.
+    checkpoint: PathBuf,
+    /// Labelled probe set, as for `dwell analyze`.
+    #[arg(long, env = "DWELL_PROBE")]
+    probe: PathBuf,
+    /// Truncate probe texts to this many tokens, special tokens included.
+    #[arg(long, env = "DWELL_MAX_LEN", default_value_t = 128)]
+    max_len: usize,
+    /// A tokenizer.json, vocab.txt or model folder, used when the checkpoint has none.
+    #[arg(long, env = "DWELL_TOKENIZER")]
+    tokenizer: Option<PathBuf>,
+    /// The MeCab dictionary folder (the one with sys.dic) for Japanese BERTs
+    /// [default: the dictionary's Python package for the python3 on PATH].
+    #[arg(long, env = "DWELL_MECAB_DICDIR")]
+    mecab_dicdir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -238,6 +260,10 @@ struct AnalyzeArgs {
     /// config.json): NAME,NAME,... or a file of one name a line.
     #[arg(long, env = "DWELL_LABELS")]
     labels: Option<String>,
+    /// The MeCab dictionary folder (the one with sys.dic) for Japanese BERTs
+    /// [default: the dictionary's Python package for the python3 on PATH].
+    #[arg(long, env = "DWELL_MECAB_DICDIR")]
+    mecab_dicdir: Option<PathBuf>,
     /// A tokenizer.json, vocab.txt or model folder, used when no checkpoint has a tokenizer.
     #[arg(long, env = "DWELL_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -315,6 +341,7 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     let backend = cli.backend.resolve();
     match cli.command {
         Command::Bench(args) => bench(args, threads),
+        Command::Tokenize(args) => tokenize(args),
         Command::Analyze(args) => analyze(args, backend),
         Command::Sweep(args) => sweep(args),
         Command::Watch(args) => watch(args, backend),
@@ -339,6 +366,9 @@ fn pipeline_config(
         max_len: args.max_len,
         base_model: args.base_model,
         labels: args.labels,
+        dictionaries: DictionarySearch {
+            dicdir: args.mecab_dicdir,
+        },
         tokenizer: args.tokenizer,
         batch_size: args.batch_size,
         analysis: config.analysis.clone(),
@@ -429,6 +459,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
         max_len: demo_config.max_len,
         base_model: None,
         labels: None,
+        dictionaries: DictionarySearch::default(),
         tokenizer: None,
         batch_size: DEFAULT_BATCH_SIZE,
         analysis: Default::default(),
@@ -702,6 +733,30 @@ fn print_sweep(
 
 fn percent(share: Option<f64>) -> String {
     share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0))
+}
+
+fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
+    let probe = dwell::probe::load_probe(&args.probe)?;
+    let dictionaries = DictionarySearch {
+        dicdir: args.mecab_dicdir,
+    };
+    let (tokenizer, source) = load_tokenizer(
+        &args.checkpoint,
+        None,
+        args.tokenizer.as_deref(),
+        args.max_len,
+        &dictionaries,
+    )?;
+    tracing::info!(tokenizer = %source.path().display(), "tokenizing");
+    let mut out = std::io::stdout().lock();
+    for (row, example) in probe.examples.iter().enumerate() {
+        let encoded = tokenizer.encode(&example.text).map_err(|message| {
+            anyhow::anyhow!("{}: row {row}: {message}", source.path().display())
+        })?;
+        let line = serde_json::json!({"row": row, "ids": encoded.ids, "tokens": encoded.tokens});
+        writeln!(out, "{line}").or_else(ignore_broken_pipe)?;
+    }
+    Ok(())
 }
 
 fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {

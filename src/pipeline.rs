@@ -14,8 +14,8 @@ use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
     build_tokenizer, discover, locate_model, resolve_tokenizer, AdapterConfig, AdapterFiles,
-    CheckpointDir, CheckpointError, Completeness, Family, ModelConfig, TrainerState, WeightFiles,
-    ADAPTER_CONFIG,
+    CheckpointDir, CheckpointError, Completeness, DictionarySearch, Family, ModelConfig,
+    TrainerState, WeightFiles, ADAPTER_CONFIG,
 };
 use crate::embed::{
     BaseModel, EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, NamedTensors,
@@ -46,6 +46,8 @@ pub struct PipelineConfig {
     /// Class names in class-id order, for adapter checkpoints (which have no
     /// `config.json`): inline, comma-separated, or a file of one name a line.
     pub labels: Option<String>,
+    /// Where MeCab dictionaries are looked for (Japanese BERTs).
+    pub dictionaries: DictionarySearch,
     /// Used when neither the checkpoint nor the run directory has a tokenizer.
     pub tokenizer: Option<PathBuf>,
     pub batch_size: usize,
@@ -558,7 +560,7 @@ impl Pipeline {
         if let Some(tokenized) = self.tokenized.get(&key) {
             return Ok(tokenized.clone());
         }
-        let tokenizer = build_tokenizer(&source, self.config.max_len)?;
+        let tokenizer = build_tokenizer(&source, self.config.max_len, &self.config.dictionaries)?;
         let tokenized =
             TokenizedProbe::new(&tokenizer, &self.texts, source.path()).map_err(|error| {
                 CheckpointError::Tokenizer {

@@ -134,8 +134,14 @@ fn demo_checkpoints_load_like_the_trainer_fixture() {
     assert!(!checkpoint.path.join("training_args.bin").exists());
 
     // dwell's own tokenizer resolution and embedder agree with the logged evaluation.
-    let (tokenizer, source) =
-        load_tokenizer(&checkpoint.path, Some(&summary.run_dir), None, 64).unwrap();
+    let (tokenizer, source) = load_tokenizer(
+        &checkpoint.path,
+        Some(&summary.run_dir),
+        None,
+        64,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         source,
         TokenizerSource::TokenizerJson(checkpoint.path.join("tokenizer.json"))

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::weights::{classifier_plan, random_bert_plan, write_planned, BertShape};
 use super::{BenchConfig, BenchError, BenchProgress};
-use crate::checkpoint::{load_tokenizer, CheckpointError, ModelConfig, WeightFiles};
+use crate::checkpoint::{
+    load_tokenizer, CheckpointError, DictionarySearch, ModelConfig, WeightFiles,
+};
 use crate::probe::{load_probe, LabelledFile, RawLabel};
 
 /// Bump when what a case holds changes, so that old cases are regenerated.
@@ -395,13 +397,19 @@ fn write_bert_base(
     probe: &LabelledFile,
 ) -> Result<(), BenchError> {
     let max_len = CaseName::BertBase.max_len();
-    let (tokenizer, tokenizer_source) = load_tokenizer(&source.dir, None, None, max_len)?;
+    let (tokenizer, tokenizer_source) = load_tokenizer(
+        &source.dir,
+        None,
+        None,
+        max_len,
+        &DictionarySearch::default(),
+    )?;
     let texts: Vec<String> = probe.examples.iter().map(|e| e.text.clone()).collect();
     // Truncated at max_len, a text reaches max_len tokens exactly when it has at least that many.
     let joined = join_consecutive(&texts, BERT_BASE_TEXTS, |text| {
         tokenizer
-            .encode(text, true)
-            .map(|encoding| encoding.len() >= max_len)
+            .encode(text)
+            .map(|encoded| encoded.ids.len() >= max_len)
             .map_err(|e| BenchError::Invalid {
                 path: tokenizer_source.path().to_path_buf(),
                 message: format!("cannot tokenise a joined probe text: {e}"),

@@ -13,8 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checkpoint::{
-    load_tokenizer, AdapterFiles, CheckpointError, LayerSpec, ModelConfig, WeightFiles,
-    ADAPTER_CONFIG,
+    load_tokenizer, AdapterFiles, CheckpointError, DictionarySearch, LayerSpec, ModelConfig,
+    WeightFiles, ADAPTER_CONFIG,
 };
 use crate::embed::{BaseModel, Embeddings, ModelEmbedder, ModelSource, TokenizedProbe};
 use crate::probe::load_probe;
@@ -118,7 +118,13 @@ pub(crate) fn measure_case(
     let start = memory::reset_peak_rss().and_then(|()| memory::rss_now_and_peak());
     // Tokenised first: a model is loaded for the probe it embeds.
     let started = Instant::now();
-    let (tokenizer, tokenizer_source) = load_tokenizer(&dir, None, None, case.manifest.max_len)?;
+    let (tokenizer, tokenizer_source) = load_tokenizer(
+        &dir,
+        None,
+        None,
+        case.manifest.max_len,
+        &DictionarySearch::default(),
+    )?;
     let tokenized = TokenizedProbe::new(&tokenizer, &texts, tokenizer_source.path())?;
     let tokenize_seconds = started.elapsed().as_secs_f64();
     let mut load_seconds = Vec::with_capacity(loads);

@@ -7,6 +7,7 @@ mod config;
 mod discovery;
 mod encoder;
 mod hub;
+mod japanese;
 mod tokenizer;
 mod trainer_state;
 mod weights;
@@ -19,7 +20,10 @@ pub use encoder::{
     ModernBertSpec, Pooling, Positions, PostNormNames,
 };
 pub use hub::locate_model;
-pub use tokenizer::{build_tokenizer, load_tokenizer, resolve_tokenizer, TokenizerSource};
+pub use japanese::DictionarySearch;
+pub use tokenizer::{
+    build_tokenizer, load_tokenizer, resolve_tokenizer, Encoded, TextTokenizer, TokenizerSource,
+};
 pub use trainer_state::{EvalRecord, TrainerState};
 pub use weights::WeightFiles;
 

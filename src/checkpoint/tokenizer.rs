@@ -12,6 +12,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::japanese::{is_japanese_config, DictionarySearch, JapaneseTokenizer};
 use super::{read_json, CheckpointError};
 
 /// Where the tokenizer came from, so the report can say which one was used.
@@ -19,12 +20,16 @@ use super::{read_json, CheckpointError};
 pub enum TokenizerSource {
     TokenizerJson(PathBuf),
     WordPieceVocab(PathBuf),
+    /// `vocab.txt` whose `tokenizer_config.json` is a `BertJapaneseTokenizer`'s (MeCab).
+    JapaneseVocab(PathBuf),
 }
 
 impl TokenizerSource {
     pub fn path(&self) -> &Path {
         match self {
-            TokenizerSource::TokenizerJson(path) | TokenizerSource::WordPieceVocab(path) => path,
+            TokenizerSource::TokenizerJson(path)
+            | TokenizerSource::WordPieceVocab(path)
+            | TokenizerSource::JapaneseVocab(path) => path,
         }
     }
 
@@ -37,6 +42,14 @@ impl TokenizerSource {
                 let config = vocab.with_file_name("tokenizer_config.json");
                 std::iter::once(vocab.clone())
                     .chain(config.is_file().then_some(config))
+                    .collect()
+            }
+            // config.json too: its transformers_version picks the default dictionary.
+            TokenizerSource::JapaneseVocab(vocab) => {
+                ["vocab.txt", "tokenizer_config.json", "config.json"]
+                    .into_iter()
+                    .map(|name| vocab.with_file_name(name))
+                    .filter(|path| path.is_file())
                     .collect()
             }
         }
@@ -73,6 +86,38 @@ fn default_sep() -> String {
     "[SEP]".into()
 }
 
+/// A probe text's ids, and its tokens as strings, `[CLS]`/`[SEP]` (or the family's
+/// specials) included, truncated to the `max_len` the tokenizer was built for.
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub tokens: Vec<String>,
+}
+
+/// A tokenizer `dwell` runs: the `tokenizers` library's, or transformers'
+/// `BertJapaneseTokenizer` with MeCab, which has no `tokenizer.json`.
+pub enum TextTokenizer {
+    Transformers(Box<Tokenizer>),
+    Japanese(Box<JapaneseTokenizer>),
+}
+
+impl TextTokenizer {
+    pub fn encode(&self, text: &str) -> Result<Encoded, String> {
+        match self {
+            TextTokenizer::Transformers(tokenizer) => {
+                let encoding = tokenizer.encode(text, true).map_err(|e| e.to_string())?;
+                Ok(Encoded {
+                    ids: encoding.get_ids().to_vec(),
+                    tokens: encoding.get_tokens().to_vec(),
+                })
+            }
+            TextTokenizer::Japanese(tokenizer) => {
+                let (ids, tokens) = tokenizer.encode(text)?;
+                Ok(Encoded { ids, tokens })
+            }
+        }
+    }
+}
+
 /// Finds and builds the tokenizer for `model_dir`, truncating to `max_len` tokens
 /// (special tokens included) and never padding: batches are padded by the embedder.
 pub fn load_tokenizer(
@@ -80,17 +125,20 @@ pub fn load_tokenizer(
     run_dir: Option<&Path>,
     user_path: Option<&Path>,
     max_len: usize,
-) -> Result<(Tokenizer, TokenizerSource), CheckpointError> {
+    dictionaries: &DictionarySearch,
+) -> Result<(TextTokenizer, TokenizerSource), CheckpointError> {
     let folders: Vec<&Path> = run_dir.into_iter().collect();
     let source = resolve_tokenizer(model_dir, &folders, user_path)?;
-    Ok((build_tokenizer(&source, max_len)?, source))
+    Ok((build_tokenizer(&source, max_len, dictionaries)?, source))
 }
 
-/// Builds the tokenizer `source` names; see [`load_tokenizer`].
+/// Builds the tokenizer `source` names; see [`load_tokenizer`]. `dictionaries` says
+/// where MeCab's dictionaries are looked for (Japanese BERTs only).
 pub fn build_tokenizer(
     source: &TokenizerSource,
     max_len: usize,
-) -> Result<Tokenizer, CheckpointError> {
+    dictionaries: &DictionarySearch,
+) -> Result<TextTokenizer, CheckpointError> {
     let mut tokenizer = match source {
         TokenizerSource::TokenizerJson(path) => {
             Tokenizer::from_file(path).map_err(|e| CheckpointError::Tokenizer {
@@ -99,6 +147,13 @@ pub fn build_tokenizer(
             })?
         }
         TokenizerSource::WordPieceVocab(vocab) => build_wordpiece(vocab)?,
+        TokenizerSource::JapaneseVocab(vocab) => {
+            return Ok(TextTokenizer::Japanese(Box::new(JapaneseTokenizer::load(
+                vocab,
+                max_len,
+                dictionaries,
+            )?)))
+        }
     };
     tokenizer
         .with_truncation(Some(TruncationParams {
@@ -112,7 +167,7 @@ pub fn build_tokenizer(
             message: e.to_string(),
         })?;
     tokenizer.with_padding(None);
-    Ok(tokenizer)
+    Ok(TextTokenizer::Transformers(Box::new(tokenizer)))
 }
 
 /// Which tokenizer file [`load_tokenizer`] would use for `model_dir`, without building
@@ -134,8 +189,14 @@ pub fn resolve_tokenizer(
     }
     for folder in &folders {
         let vocab = folder.join("vocab.txt");
-        if vocab.is_file() && folder.join("tokenizer_config.json").is_file() {
-            return Ok(TokenizerSource::WordPieceVocab(vocab));
+        let config = folder.join("tokenizer_config.json");
+        if vocab.is_file() && config.is_file() {
+            let japanese = is_japanese_config(&read_json(&config)?);
+            return Ok(if japanese {
+                TokenizerSource::JapaneseVocab(vocab)
+            } else {
+                TokenizerSource::WordPieceVocab(vocab)
+            });
         }
     }
     if let Some(path) = user_path {
@@ -208,13 +269,28 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
     }
 
-    fn ids(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
-        tokenizer.encode(text, true).unwrap().get_ids().to_vec()
+    fn ids(tokenizer: &TextTokenizer, text: &str) -> Vec<u32> {
+        tokenizer.encode(text).unwrap().ids
+    }
+
+    fn load(
+        dir: &Path,
+        run_dir: Option<&Path>,
+        user_path: Option<&Path>,
+        max_len: usize,
+    ) -> Result<(TextTokenizer, TokenizerSource), CheckpointError> {
+        load_tokenizer(
+            dir,
+            run_dir,
+            user_path,
+            max_len,
+            &DictionarySearch::default(),
+        )
     }
 
     #[test]
     fn vocab_txt_pipeline_matches_the_fast_tokenizer_on_the_probe_set() {
-        let (fast, fast_source) = load_tokenizer(
+        let (fast, fast_source) = load(
             &fixtures().join("hf-tiny-run/checkpoint-480"),
             None,
             None,
@@ -222,8 +298,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(fast_source, TokenizerSource::TokenizerJson(_)));
-        let (slow, slow_source) =
-            load_tokenizer(&fixtures().join("legacy-model"), None, None, 64).unwrap();
+        let (slow, slow_source) = load(&fixtures().join("legacy-model"), None, None, 64).unwrap();
         assert!(matches!(slow_source, TokenizerSource::WordPieceVocab(_)));
         let probe = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("data/debian-sections/test.jsonl"),
@@ -243,8 +318,7 @@ mod tests {
 
     #[test]
     fn truncates_to_max_len_with_special_tokens() {
-        let (tokenizer, _) =
-            load_tokenizer(&fixtures().join("legacy-model"), None, None, 5).unwrap();
+        let (tokenizer, _) = load(&fixtures().join("legacy-model"), None, None, 5).unwrap();
         let ids = ids(&tokenizer, "a long text about games and mail and the net");
         assert_eq!(ids.len(), 5);
         assert_eq!((ids[0], ids[4]), (2, 3), "[CLS] ... [SEP]");
@@ -254,14 +328,12 @@ mod tests {
     fn falls_back_to_the_run_directory_then_the_user_path() {
         let empty = tempfile::tempdir().unwrap();
         let run = fixtures().join("sharded-model");
-        let (_, source) = load_tokenizer(empty.path(), Some(&run), None, 8).unwrap();
+        let (_, source) = load(empty.path(), Some(&run), None, 8).unwrap();
         assert_eq!(source.path(), run.join("tokenizer.json"));
         let user = fixtures().join("legacy-model");
-        let (_, source) = load_tokenizer(empty.path(), None, Some(&user), 8).unwrap();
+        let (_, source) = load(empty.path(), None, Some(&user), 8).unwrap();
         assert_eq!(source.path(), user.join("vocab.txt"));
-        let message = load_tokenizer(empty.path(), None, None, 8)
-            .unwrap_err()
-            .to_string();
+        let message = load(empty.path(), None, None, 8).err().unwrap().to_string();
         assert!(message.contains("no tokenizer"), "{message}");
     }
 

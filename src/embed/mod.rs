@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use tokenizers::Tokenizer;
 
 use crate::checkpoint::{
-    AdapterConfig, AdapterFiles, CheckpointError, Family, LayerSpec, ModelConfig, WeightFiles,
+    AdapterConfig, AdapterFiles, CheckpointError, Family, LayerSpec, ModelConfig, TextTokenizer,
+    WeightFiles,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,21 +53,21 @@ pub struct TokenizedProbe {
 
 impl TokenizedProbe {
     pub fn new(
-        tokenizer: &Tokenizer,
+        tokenizer: &TextTokenizer,
         texts: &[String],
         tokenizer_path: &std::path::Path,
     ) -> Result<Self, EmbedError> {
         let mut ids = Vec::with_capacity(texts.len());
         for (index, text) in texts.iter().enumerate() {
-            let encoding =
+            let encoded =
                 tokenizer
-                    .encode(text.as_str(), true)
-                    .map_err(|e| EmbedError::Tokenize {
+                    .encode(text.as_str())
+                    .map_err(|message| EmbedError::Tokenize {
                         path: tokenizer_path.to_path_buf(),
                         index,
-                        message: e.to_string(),
+                        message,
                     })?;
-            ids.push(encoding.get_ids().to_vec());
+            ids.push(encoded.ids);
         }
         Ok(Self { ids })
     }

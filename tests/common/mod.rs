@@ -135,6 +135,7 @@ pub fn embed_run_on(
         max_len: 64,
         base_model: None,
         labels: None,
+        dictionaries: Default::default(),
         tokenizer: None,
         batch_size: 32,
         analysis: Default::default(),
