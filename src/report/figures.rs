@@ -37,6 +37,8 @@ const DETECTORS: [DetectorKind; 3] = [
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     pub run: String,
+    /// The encoder family (`bert`, `deberta-v2`, ...).
+    pub model_type: String,
     pub generated_by: String,
     pub labels: Vec<String>,
     pub probe_counts: Vec<usize>,
@@ -151,6 +153,7 @@ impl Figures {
         };
         let mut figures = Self {
             run: report.run.directory.display().to_string(),
+            model_type: report.run.model_type.clone(),
             generated_by: report.generated_by.clone(),
             probe_counts: labels
                 .iter()

@@ -477,7 +477,7 @@ function drawSkipped() {
   markDrawn(figure);
 }
 
-fig("meta").textContent = labels.length + " classes · " + steps.length + " checkpoints" +
+fig("meta").textContent = data.model_type + " · " + labels.length + " classes · " + steps.length + " checkpoints" +
   (steps.length ? " (steps " + steps[0] + "–" + steps[steps.length - 1] +
     (data.max_steps ? " of " + data.max_steps + " planned" : "") + ")" : "");
 
