@@ -894,6 +894,14 @@ fn run_labels(
                 }
             }
         }
+        // The Trainer writes trainer_state.json last: before it, a config.json may be
+        // half-written (a daemon started before training sees it so).
+        if matches!(
+            checkpoint.completeness(),
+            Ok(Completeness::Incomplete { .. })
+        ) {
+            continue;
+        }
         match ModelConfig::load(&config_path) {
             Ok(model) => {
                 let labels = model

@@ -432,3 +432,37 @@ fn a_live_lora_run_is_embedded_like_a_full_one() {
         assert!(error <= 1e-4, "step {step}: cls differs by {error}");
     }
 }
+
+/// Started before training, the daemon meets the first checkpoint with its config.json
+/// still empty (the Trainer has just created it): it waits, and embeds the checkpoint
+/// once trainer_state.json shows it complete.
+#[test]
+fn a_half_written_first_config_is_waited_out_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let first = run.join("checkpoint-40");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("config.json"), "").unwrap();
+    let state = dir.path().join("state");
+    let mut child = watch_command(&run, &state).spawn().unwrap();
+    wait_until_started(&state);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "dwell watch exited on a half-written config.json"
+    );
+    write_checkpoint_like_the_trainer(&run, 40);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !state.join("embeddings/step-40.safetensors").exists() {
+        assert!(Instant::now() < deadline, "step 40 was not embedded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, logs) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(!logs.contains("invalid JSON"), "{logs}");
+}
