@@ -15,7 +15,7 @@ use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, Traject
 use crate::checkpoint::{
     build_tokenizer, discover, locate_model, resolve_tokenizer, AdapterConfig, AdapterFiles,
     CheckpointDir, CheckpointError, Completeness, DictionarySearch, Family, ModelConfig,
-    TrainerState, WeightFiles, ADAPTER_CONFIG,
+    TrainerState, WeightFiles,
 };
 use crate::embed::{
     BaseModel, EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, NamedTensors,
@@ -468,7 +468,7 @@ impl Pipeline {
             let base = adapter_base(adapter, self.base_dir.as_deref(), &self.config.run_dir)?;
             let config_path = base.dir.join("config.json");
             let model_config = ModelConfig::load(&config_path)?;
-            let classes = adapter_classes(adapter, &model_config)?;
+            let classes = adapter_classes(adapter, &base, &model_config)?;
             if classes != Some(self.labels.names.len()) {
                 return Err(CheckpointError::Invalid {
                     path: adapter.tensors.clone(),
@@ -480,7 +480,8 @@ impl Pipeline {
                     ),
                 });
             }
-            let probe = self.tokenize_for(&checkpoint.path, Some(&base.dir))?;
+            let base_dir = base.dir.clone();
+            let probe = self.tokenize_for(&checkpoint.path, || Some(base_dir))?;
             return Ok(EmbedJob {
                 step: checkpoint.step,
                 model: ModelSource {
@@ -520,13 +521,10 @@ impl Pipeline {
                 })?
             }
         };
-        // A checkpoint without tokenizer files takes the one of the model it was
-        // fine-tuned from, when that is in the local cache.
-        let pretrained = model_config
-            .name_or_path
-            .as_deref()
-            .and_then(|name| locate_model(name, None, &[], &config_path).ok());
-        let probe = self.tokenize_for(&checkpoint.path, pretrained.as_deref())?;
+        let name_or_path = model_config.name_or_path.clone();
+        let probe = self.tokenize_for(&checkpoint.path, || {
+            locate_model(&name_or_path?, None, &[], &config_path).ok()
+        })?;
         Ok(EmbedJob {
             step: checkpoint.step,
             model: ModelSource {
@@ -541,15 +539,24 @@ impl Pipeline {
 
     /// The probe tokenized for `model_dir`, reused across checkpoints whose tokenizer
     /// files hold the same bytes: hashing them is far cheaper than building the tokenizer.
+    /// A checkpoint without tokenizer files (nor the run directory) takes the one of
+    /// `pretrained`, the model it was fine-tuned from, which is looked for only then.
     fn tokenize_for(
         &mut self,
         model_dir: &Path,
-        base_dir: Option<&Path>,
+        pretrained: impl FnOnce() -> Option<PathBuf>,
     ) -> Result<Arc<TokenizedProbe>, CheckpointError> {
-        let folders: Vec<&Path> = std::iter::once(self.config.run_dir.as_path())
-            .chain(base_dir)
-            .collect();
-        let source = resolve_tokenizer(model_dir, &folders, self.config.tokenizer.as_deref())?;
+        let run_dir = self.config.run_dir.as_path();
+        let source = match resolve_tokenizer(model_dir, &[run_dir], None) {
+            Err(CheckpointError::NoTokenizer { .. }) => {
+                let pretrained = pretrained();
+                let folders: Vec<&Path> = std::iter::once(run_dir)
+                    .chain(pretrained.as_deref())
+                    .collect();
+                resolve_tokenizer(model_dir, &folders, self.config.tokenizer.as_deref())?
+            }
+            found => found?,
+        };
         let mut bytes = Vec::new();
         for file in source.files() {
             let content = std::fs::read(&file).map_err(|e| CheckpointError::io(&file, e))?;
@@ -879,28 +886,17 @@ fn run_labels(
     let mut last_error = None;
     for checkpoint in discovery.checkpoints.iter().rev() {
         let config_path = checkpoint.path.join("config.json");
-        if checkpoint.path.join(ADAPTER_CONFIG).is_file() && !config_path.is_file() {
-            match checkpoint.completeness() {
-                Ok(Completeness::Complete {
-                    weights: WeightFiles::Adapter(adapter),
-                    ..
-                }) => return adapter_labels(&adapter, given, probe, base_dir, &config.run_dir),
-                // Still being written: the adapter file comes before trainer_state.json.
-                Ok(_) => continue,
-                Err(error) if error.is_vanished() => continue,
-                Err(error) => {
-                    last_error = Some(error);
-                    continue;
-                }
-            }
-        }
         // The Trainer writes trainer_state.json last: before it, a config.json may be
         // half-written (a daemon started before training sees it so).
-        if matches!(
-            checkpoint.completeness(),
-            Ok(Completeness::Incomplete { .. })
-        ) {
-            continue;
+        match checkpoint.completeness() {
+            Ok(Completeness::Incomplete { .. }) => continue,
+            Err(error) if error.is_vanished() => continue,
+            Ok(Completeness::Complete {
+                weights: WeightFiles::Adapter(adapter),
+                ..
+            }) => return adapter_labels(&adapter, given, probe, base_dir, &config.run_dir),
+            // Complete, or not readable for its weights: config.json still names the labels.
+            _ => {}
         }
         match ModelConfig::load(&config_path) {
             Ok(model) => {
@@ -983,7 +979,7 @@ fn adapter_labels(
         path: adapter.tensors.clone(),
         message,
     };
-    let Some(classes) = adapter_classes(adapter, &base_config)? else {
+    let Some(classes) = adapter_classes(adapter, &base, &base_config)? else {
         return Err(refuse(format!(
             "neither the adapter nor its base ({}) has a classification head ({}.weight)",
             base.dir.display(),
@@ -1055,23 +1051,28 @@ fn adapter_base(
     Ok(BaseModel { dir, weights })
 }
 
-/// The class count of the adapter's head (`modules_to_save`), else of its base's;
-/// `None` when neither has one.
+/// The class count of the adapter's head (`modules_to_save`), else of its base's (a
+/// base that is a classifier already); `None` when neither has one.
 fn adapter_classes(
     adapter: &AdapterFiles,
+    base: &BaseModel,
     base_config: &ModelConfig,
 ) -> Result<Option<usize>, CheckpointError> {
     let classifier = format!("{}.weight", base_config.encoder.head.classifier);
-    let invalid = |path: &Path, error: crate::embed::EmbedError| CheckpointError::Invalid {
-        path: path.to_path_buf(),
-        message: error.to_string(),
+    let headers = |weights: &WeightFiles, path: &Path| {
+        NamedTensors::open(weights, &candle_core::Device::Cpu).map_err(|error| {
+            CheckpointError::Invalid {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            }
+        })
     };
-    let tensors = NamedTensors::open(
-        &WeightFiles::Adapter(adapter.clone()),
-        &candle_core::Device::Cpu,
-    )
-    .map_err(|e| invalid(&adapter.tensors, e))?;
-    Ok(tensors.rows_of(&format!("base_model.model.{classifier}")))
+    let in_adapter = headers(&WeightFiles::Adapter(adapter.clone()), &adapter.tensors)?
+        .rows_of(&format!("base_model.model.{classifier}"));
+    match in_adapter {
+        Some(classes) => Ok(Some(classes)),
+        None => Ok(headers(&base.weights, &base.dir)?.rows_of(&classifier)),
+    }
 }
 
 /// Reads stored `[CLS]` positions one checkpoint at a time, as the analysis asks for them.

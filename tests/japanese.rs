@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use dwell::store::StateDir;
 
 const VARIANTS: [&str; 3] = ["ipadic", "unidic-lite", "char"];
 
@@ -36,6 +35,12 @@ fn tokenize(
     command.output().unwrap()
 }
 
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 #[test]
 fn tokenize_gives_transformers_ids_and_tokens_on_every_text_of_every_variant() {
     for variant in VARIANTS {
@@ -44,17 +49,10 @@ fn tokenize_gives_transformers_ids_and_tokens_on_every_text_of_every_variant() {
             |_| {},
         );
         assert_succeeded(&output);
-        let ours: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-        let theirs: Vec<serde_json::Value> =
-            std::fs::read_to_string(arch(&format!("japanese-{variant}-tokens.jsonl")))
-                .unwrap()
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect();
+        let ours = json_lines(&String::from_utf8(output.stdout).unwrap());
+        let theirs = json_lines(
+            &std::fs::read_to_string(arch(&format!("japanese-{variant}-tokens.jsonl"))).unwrap(),
+        );
         assert_eq!(ours.len(), 30, "{variant}");
         assert_eq!(ours.len(), theirs.len(), "{variant}");
         for (row, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
@@ -73,34 +71,22 @@ fn tokenize_gives_transformers_ids_and_tokens_on_every_text_of_every_variant() {
 fn every_variant_matches_pytorch_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
     for variant in VARIANTS {
-        let reference = reference_in(&arch(&format!("japanese-{variant}-reference.safetensors")));
+        let reference = arch(&format!("japanese-{variant}-reference.safetensors"));
         for backend in available_backends() {
             let state = dir.path().join(format!("{variant}-{}", backend.name()));
-            let pipeline = embed_run_on(
+            embed_run_on(
                 &arch(&format!("japanese-{variant}-run")),
                 &japanese_probe(),
                 &state,
                 None,
                 backend,
             );
-            let (stored, _) = StateDir::open_existing(pipeline.state().root()).unwrap();
-            for step in [12, 24] {
-                let embeddings = stored.read_embeddings(step).unwrap();
-                let cls =
-                    max_abs_difference(&embeddings.cls, &reference[&format!("step-{step}.cls")].0);
-                let logits = max_abs_difference(
-                    embeddings.logits.as_ref().unwrap(),
-                    &reference[&format!("step-{step}.logits")].0,
-                );
-                eprintln!(
-                    "japanese-{variant} {} step {step}: max |cls - torch| = {cls:.2e}, max |logits - torch| = {logits:.2e}",
-                    backend.name()
-                );
-                assert!(
-                    cls <= 1e-4 && logits <= 1e-4,
-                    "{variant} {step}: {cls} {logits}"
-                );
-            }
+            let (cls, logits) = max_differences(&state, &reference, &[12, 24]);
+            eprintln!(
+                "japanese-{variant} {}: max |cls - torch| = {cls:.2e}, max |logits - torch| = {logits:.2e}",
+                backend.name()
+            );
+            assert!(cls <= 1e-4 && logits <= 1e-4, "{variant}: {cls} {logits}");
         }
     }
 }
@@ -124,7 +110,7 @@ fn a_missing_dictionary_names_itself_every_place_tried_and_how_to_get_it() {
         assert!(stderr.contains(needle), "no {needle:?} in {stderr}");
     }
     // Given the folder, it needs no Python at all; a folder without sys.dic is listed.
-    let found = dwell_dicdir("ipadic");
+    let found = python_dicdir("ipadic");
     let output = tokenize(&arch("japanese-ipadic-run/checkpoint-12"), |command| {
         command
             .env("PATH", dir.path())
@@ -146,7 +132,7 @@ fn a_missing_dictionary_names_itself_every_place_tried_and_how_to_get_it() {
 }
 
 /// The dictionary folder of the python3 on PATH, as the test machine has it.
-fn dwell_dicdir(package: &str) -> PathBuf {
+fn python_dicdir(package: &str) -> PathBuf {
     let output = std::process::Command::new("python3")
         .args(["-c", &format!("import {package}; print({package}.DICDIR)")])
         .output()
@@ -189,11 +175,7 @@ fn do_lower_case_lowers_surfaces_but_never_the_special_tokens() {
     let checkpoint = ipadic_with(dir.path(), "do_lower_case", true.into());
     let output = tokenize(&checkpoint, |_| {});
     assert_succeeded(&output);
-    let rows: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let rows = json_lines(&String::from_utf8(output.stdout).unwrap());
     let tokens = |row: usize| -> Vec<String> {
         serde_json::from_value(rows[row]["tokens"].clone()).unwrap()
     };

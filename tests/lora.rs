@@ -61,20 +61,7 @@ fn assert_matches_reference(state: &Path, reference: &str, what: &str) -> (f32, 
 }
 
 fn assert_matches(state: &Path, reference: &Path, steps: &[u64], what: &str) -> (f32, f32) {
-    let (state, _) = StateDir::open_existing(state).unwrap();
-    let reference = reference_in(reference);
-    let (mut cls_error, mut logits_error) = (0f32, 0f32);
-    for &step in steps {
-        let stored = state.read_embeddings(step).unwrap();
-        cls_error = cls_error.max(max_abs_difference(
-            &stored.cls,
-            &reference[&format!("step-{step}.cls")].0,
-        ));
-        logits_error = logits_error.max(max_abs_difference(
-            stored.logits.as_ref().unwrap(),
-            &reference[&format!("step-{step}.logits")].0,
-        ));
-    }
+    let (cls_error, logits_error) = max_differences(state, reference, steps);
     eprintln!(
         "{what}: max |cls - torch| = {cls_error:.2e}, max |logits - torch| = {logits_error:.2e}"
     );
@@ -281,4 +268,44 @@ fn lora_on_every_family_and_module_kind_matches_peft() {
             );
         }
     }
+}
+
+/// A full checkpoint without tokenizer files takes the tokenizer of the model its
+/// `config.json` says it was fine-tuned from (`_name_or_path`), found in the cache.
+#[test]
+fn a_full_checkpoint_without_tokenizer_files_takes_its_pretrained_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("hf-tiny-run/checkpoint-480");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = dir.path().join("cache/models--dwell-test--tiny-run");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for name in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(source.join(name), snapshot.join(name)).unwrap();
+    }
+    let run = tiny_run_with(&[480], dir.path());
+    let checkpoint = run.join("checkpoint-480");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::remove_file(checkpoint.join(name)).unwrap();
+    }
+    let config_path = checkpoint.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["_name_or_path"] = "dwell-test/tiny-run".into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let state = dir.path().join("state");
+    let cache = dir.path().join("cache");
+    let (ok, stderr) = analyze(&run, &state, Backend::Candle, Some(&cache), &[]);
+    assert!(ok, "{stderr}");
+    let (cls, logits) = max_differences(
+        &state,
+        &fixtures().join("hf-tiny-run-reference.safetensors"),
+        &[480],
+    );
+    assert!(
+        cls <= TOLERANCE && logits <= TOLERANCE,
+        "cls {cls}, logits {logits}"
+    );
 }

@@ -148,6 +148,13 @@ fn simulate_training(
     })
 }
 
+/// An empty run folder (training not started) and a state folder path, in `dir`.
+fn empty_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    (run, dir.join("state"))
+}
+
 /// Returns once the daemon holds its lock on `state`.
 fn wait_until_started(state: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -164,9 +171,7 @@ fn all_steps() -> Vec<u64> {
 #[test]
 fn a_live_run_with_rotation_is_embedded_once_per_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    let state = dir.path().join("state");
+    let (run, state) = empty_run(dir.path());
     // Started before training: it waits for the first checkpoint.
     let child = watch_command(&run, &state)
         .arg("--exit-on-finish")
@@ -314,9 +319,7 @@ async fn slack_gets_each_message_once_in_order_and_a_restart_resends_nothing() {
 #[test]
 fn killed_mid_run_and_restarted_embeds_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    let state = dir.path().join("state");
+    let (run, state) = empty_run(dir.path());
     let steps = all_steps();
     let (first_half, second_half) = (steps[..6].to_vec(), steps[6..].to_vec());
     let mut child = watch_command(&run, &state).spawn().unwrap();
@@ -390,9 +393,7 @@ fn sigterm_stops_within_ten_seconds_with_exit_0_and_a_second_daemon_is_refused()
 #[test]
 fn a_live_lora_run_is_embedded_like_a_full_one() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    let state = dir.path().join("state");
+    let (run, state) = empty_run(dir.path());
     let child = watch_command(&run, &state)
         .env("HF_HUB_CACHE", fixtures().join("arch/hf-cache/hub"))
         .args([
@@ -424,13 +425,12 @@ fn a_live_lora_run_is_embedded_like_a_full_one() {
     assert_eq!(counts.keys().copied().collect::<Vec<_>>(), steps, "{logs}");
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     assert!(!logs.contains("skipped"), "{logs}");
-    let (stored, _) = dwell::store::StateDir::open_existing(&state).unwrap();
-    let reference = reference_in(&fixtures().join("arch/bert-lora-reference.safetensors"));
-    for step in steps {
-        let embeddings = stored.read_embeddings(step).unwrap();
-        let error = max_abs_difference(&embeddings.cls, &reference[&format!("step-{step}.cls")].0);
-        assert!(error <= 1e-4, "step {step}: cls differs by {error}");
-    }
+    let (cls, _) = max_differences(
+        &state,
+        &fixtures().join("arch/bert-lora-reference.safetensors"),
+        &steps,
+    );
+    assert!(cls <= 1e-4, "cls differs by {cls}");
 }
 
 /// Started before training, the daemon meets the first checkpoint with its config.json

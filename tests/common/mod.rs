@@ -58,6 +58,26 @@ pub fn reference_in(path: &Path) -> HashMap<String, (Vec<f32>, Vec<usize>)> {
         .collect()
 }
 
+/// The largest |stored − reference| of `cls` and of `logits` over `steps`, for the
+/// embeddings stored in the state directory `state`.
+pub fn max_differences(state: &Path, reference: &Path, steps: &[u64]) -> (f32, f32) {
+    let (state, _) = dwell::store::StateDir::open_existing(state).unwrap();
+    let reference = reference_in(reference);
+    let (mut cls, mut logits) = (0f32, 0f32);
+    for &step in steps {
+        let stored = state.read_embeddings(step).unwrap();
+        cls = cls.max(max_abs_difference(
+            &stored.cls,
+            &reference[&format!("step-{step}.cls")].0,
+        ));
+        logits = logits.max(max_abs_difference(
+            stored.logits.as_ref().unwrap(),
+            &reference[&format!("step-{step}.logits")].0,
+        ));
+    }
+    (cls, logits)
+}
+
 pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "different sizes");
     a.iter()
