@@ -60,6 +60,18 @@ fn finish(child: Child, limit: Duration) -> (Option<i32>, String) {
     }
 }
 
+/// SIGTERM, then the daemon's logs once it has exited with status 0 (within 10 s).
+fn terminate(child: Child) -> String {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, logs) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{logs}");
+    logs
+}
+
 /// Steps named in "embedded" log lines, with how often each was embedded.
 fn embedded_counts(logs: &str) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
@@ -377,13 +389,7 @@ fn sigterm_stops_within_ten_seconds_with_exit_0_and_a_second_daemon_is_refused()
     );
 
     let signalled = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (code, logs) = finish(child, Duration::from_secs(10));
-    assert_eq!(code, Some(0), "{logs}");
+    terminate(child);
     assert!(signalled.elapsed() < Duration::from_secs(10));
     assert!(state.join("report.json").exists());
 }
@@ -457,12 +463,6 @@ fn a_half_written_first_config_is_waited_out_not_fatal() {
         assert!(Instant::now() < deadline, "step 40 was not embedded");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (code, logs) = finish(child, Duration::from_secs(10));
-    assert_eq!(code, Some(0), "{logs}");
+    let logs = terminate(child);
     assert!(!logs.contains("invalid JSON"), "{logs}");
 }

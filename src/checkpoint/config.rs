@@ -8,8 +8,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::encoder::{
-    backbone_names, bert_names, distilbert_names, Activation, DebertaSpec, EmbeddingSpec,
-    EncoderSpec, Family, HeadSpec, LayerSpec, ModernBertSpec, Pooling, Positions,
+    backbone_names, Activation, DebertaSpec, EmbeddingSpec, EncoderSpec, Family, HeadSpec,
+    LayerSpec, ModernBertSpec, Pooling, Positions, BERT_NAMES, DISTILBERT_NAMES,
 };
 use super::{read_json, CheckpointError};
 use crate::probe::LabelSet;
@@ -51,19 +51,33 @@ impl Keys<'_> {
         self.value.get(key).filter(|v| !v.is_null())
     }
 
+    /// The value of `key` read by `read`, `None` when absent; an error naming the key,
+    /// its value and what was `expected` when present but of another type.
+    fn typed<'v, T>(
+        &'v self,
+        key: &str,
+        read: impl FnOnce(&'v Value) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => read(v)
+                .map(Some)
+                .ok_or_else(|| format!("`{key}` is {v}; expected {expected}")),
+        }
+    }
+
     fn usize(&self, key: &str) -> Result<usize, String> {
         self.optional_usize(key)?
             .ok_or_else(|| format!("missing field `{key}`"))
     }
 
     fn optional_usize(&self, key: &str) -> Result<Option<usize>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| format!("`{key}` is {v}; expected a non-negative integer")),
-        }
+        self.typed(
+            key,
+            |v| v.as_u64().map(|n| n as usize),
+            "a non-negative integer",
+        )
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize, String> {
@@ -71,40 +85,27 @@ impl Keys<'_> {
     }
 
     fn isize_or(&self, key: &str, default: isize) -> Result<isize, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_i64()
-                .map(|n| n as isize)
-                .ok_or_else(|| format!("`{key}` is {v}; expected an integer")),
-        }
+        Ok(self
+            .typed(key, |v| v.as_i64().map(|n| n as isize), "an integer")?
+            .unwrap_or(default))
     }
 
     fn f64_or(&self, key: &str, default: f64) -> Result<f64, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| format!("`{key}` is {v}; expected a number")),
-        }
+        Ok(self
+            .typed(key, Value::as_f64, "a number")?
+            .unwrap_or(default))
     }
 
     fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| format!("`{key}` is {v}; expected true or false")),
-        }
+        Ok(self
+            .typed(key, Value::as_bool, "true or false")?
+            .unwrap_or(default))
     }
 
     fn str_or<'v>(&'v self, key: &str, default: &'v str) -> Result<&'v str, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| format!("`{key}` is {v}; expected a string")),
-        }
+        Ok(self
+            .typed(key, Value::as_str, "a string")?
+            .unwrap_or(default))
     }
 
     fn activation(&self, key: &str, default: &str) -> Result<Activation, String> {
@@ -296,7 +297,7 @@ fn bert_shaped(keys: &Keys, family: Family) -> Result<(Sizes, EncoderSpec), Stri
             classification_head(sizes.hidden, Activation::GeluErf),
         ),
         _ => (
-            bert_names(),
+            BERT_NAMES,
             0,
             sizes.hidden,
             HeadSpec {
@@ -370,7 +371,7 @@ fn distilbert(keys: &Keys) -> Result<(Sizes, EncoderSpec), String> {
             },
             token_types: 0,
         },
-        layers: LayerSpec::PostNorm(distilbert_names()),
+        layers: LayerSpec::PostNorm(DISTILBERT_NAMES),
         activation: keys.activation("activation", "gelu")?,
         head: HeadSpec {
             pooling: Pooling::Cls,

@@ -223,7 +223,7 @@ pub struct PostNormNames {
     pub output_norm: &'static str,
 }
 
-const BERT_NAMES: PostNormNames = PostNormNames {
+pub(super) const BERT_NAMES: PostNormNames = PostNormNames {
     backbone: "bert",
     word_embeddings: "embeddings.word_embeddings",
     position_embeddings: "embeddings.position_embeddings",
@@ -241,7 +241,7 @@ const BERT_NAMES: PostNormNames = PostNormNames {
     output_norm: "output.LayerNorm",
 };
 
-const DISTILBERT_NAMES: PostNormNames = PostNormNames {
+pub(super) const DISTILBERT_NAMES: PostNormNames = PostNormNames {
     backbone: "distilbert",
     layers: "transformer.layer",
     query: "attention.q_lin",
@@ -319,6 +319,18 @@ pub struct HeadSpec {
     pub classifier: &'static str,
 }
 
+impl HeadSpec {
+    /// The dense layer's tensor prefix in weights whose backbone prefix is `backbone`
+    /// (`"bert."`, or `""` for a bare encoder).
+    pub fn dense_name(&self, backbone: &str) -> String {
+        if self.dense_in_backbone {
+            format!("{backbone}{}", self.dense)
+        } else {
+            self.dense.to_string()
+        }
+    }
+}
+
 /// The whole description of an encoder with its head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderSpec {
@@ -350,15 +362,8 @@ impl EncoderSpec {
     }
 }
 
-pub(super) fn bert_names() -> PostNormNames {
-    BERT_NAMES
-}
-
-pub(super) fn distilbert_names() -> PostNormNames {
-    DISTILBERT_NAMES
-}
-
-pub(super) fn backbone_names(backbone: &'static str) -> PostNormNames {
+/// BERT's names under another backbone (RoBERTa and XLM-R: `roberta`, ELECTRA: `electra`).
+pub(super) const fn backbone_names(backbone: &'static str) -> PostNormNames {
     PostNormNames {
         backbone,
         ..BERT_NAMES

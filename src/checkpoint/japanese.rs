@@ -21,13 +21,9 @@ pub fn is_japanese_config(config: &Value) -> bool {
         || config.get("word_tokenizer_type").is_some()
 }
 
-/// The MeCab dictionaries transformers knows by name, and the Python package (and its
-/// `dicdir`) each comes in.
-const DICTIONARIES: &[(&str, &str)] = &[
-    ("ipadic", "ipadic"),
-    ("unidic_lite", "unidic_lite"),
-    ("unidic", "unidic"),
-];
+/// The MeCab dictionaries transformers knows by name; each is the Python package of
+/// that name, with the dictionary in its `dicdir`.
+const DICTIONARIES: [&str; 3] = ["ipadic", "unidic_lite", "unidic"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subwords {
@@ -49,7 +45,6 @@ pub struct JapaneseTokenizer {
     cls: (String, u32),
     sep: (String, u32),
     max_len: usize,
-    vocab_path: PathBuf,
 }
 
 /// Where MeCab dictionaries are looked for: `--mecab-dicdir` first, then the given
@@ -114,10 +109,10 @@ impl JapaneseTokenizer {
             Some(name) => name,
             None => default_dictionary(&vocab.with_file_name("config.json")),
         };
-        if !DICTIONARIES.iter().any(|(name, _)| *name == dictionary) {
+        if !DICTIONARIES.contains(&dictionary.as_str()) {
             return Err(invalid(format!(
-                "mecab_kwargs.mecab_dic {dictionary:?} is not supported; supported: ipadic, \
-                 unidic_lite, unidic"
+                "mecab_kwargs.mecab_dic {dictionary:?} is not supported; supported: {}",
+                DICTIONARIES.join(", ")
             )));
         }
         let dicdir = locate_dictionary(&dictionary, search, &config_path)?;
@@ -210,7 +205,6 @@ impl JapaneseTokenizer {
             cls,
             sep,
             max_len,
-            vocab_path: vocab.to_path_buf(),
         })
     }
 
@@ -251,10 +245,6 @@ impl JapaneseTokenizer {
             .map(|token| self.vocab.get(token).copied().unwrap_or(self.unk.1))
             .collect();
         Ok((ids, all))
-    }
-
-    pub fn vocab_path(&self) -> &Path {
-        &self.vocab_path
     }
 
     /// The text cut at every special token (longest match first), in order; each piece
@@ -383,14 +373,10 @@ fn locate_dictionary(
         }
         tried.push(format!("{} (--mecab-dicdir)", dir.display()));
     }
-    let package = DICTIONARIES
-        .iter()
-        .find(|(name, _)| *name == dictionary)
-        .map_or(dictionary, |(_, package)| package);
     match python_path() {
         Ok(entries) => {
             for entry in entries {
-                let dir = entry.join(package).join("dicdir");
+                let dir = entry.join(dictionary).join("dicdir");
                 if dir.join("sys.dic").is_file() {
                     return Ok(dir);
                 }

@@ -52,11 +52,7 @@ impl Head {
         let Some(labels) = tensors.rows_of(&format!("{}.weight", spec.classifier)) else {
             return Ok(None);
         };
-        let dense = if spec.dense_in_backbone {
-            format!("{prefix}{}", spec.dense)
-        } else {
-            spec.dense.to_string()
-        };
+        let dense = spec.dense_name(prefix);
         let width = spec.dense_width;
         Ok(Some(Self {
             pooling: spec.pooling,

@@ -288,11 +288,7 @@ impl CpuBert {
         let head_spec = &spec.head;
         let head = match tensors.rows_of(&format!("{}.weight", head_spec.classifier)) {
             Some(labels) => {
-                let dense = if head_spec.dense_in_backbone {
-                    format!("{base}{}", head_spec.dense)
-                } else {
-                    head_spec.dense.to_string()
-                };
+                let dense = head_spec.dense_name(base);
                 let dense_width = head_spec.dense_width;
                 Some(Head {
                     dense: self::dense(simd, tensors, &dense, dense_width, hidden)?,
@@ -353,7 +349,7 @@ impl CpuBert {
             hidden,
             width,
             intermediate: config.intermediate_size,
-            max_positions: rows - first,
+            max_positions: config.max_tokens(),
         })
     }
 
