@@ -26,6 +26,15 @@ pub struct WatchSection {
     pub slack_webhook: Option<WebhookUrl>,
     /// A URL that receives the recommendations as JSON.
     pub webhook: Option<WebhookUrl>,
+    /// Consecutive checkpoints a class's new action must hold before it is announced
+    /// (default 2).
+    pub hold_checkpoints: Option<usize>,
+    /// Least seconds between two advice messages (default 300).
+    pub min_interval_seconds: Option<f64>,
+    /// Where to serve `/metrics` and `/healthz` (default: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// MiB that copies of checkpoints may take when hard links are impossible (default 4096).
+    pub secure_copy_limit_mib: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

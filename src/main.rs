@@ -19,12 +19,11 @@ use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
-use dwell::pipeline::analyze_state;
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
-use dwell::store::StateDir;
-use dwell::watch::{EmbedderFactory, WatchConfig};
+use dwell::store::{analyze_stored, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES};
+use dwell::watch::{AnnouncePolicy, EmbedderFactory, WatchConfig};
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
 /// tells you which classes need data, which need redefining, and which are fine.
@@ -236,6 +235,22 @@ struct WatchArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "DWELL_LOG_JSON")]
     log_json: bool,
+    /// Serve Prometheus metrics on /metrics and a health check on /healthz at this
+    /// address (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "DWELL_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Consecutive checkpoints a class's new action must hold before it is announced
+    /// [default: 2].
+    #[arg(long, env = "DWELL_HOLD_CHECKPOINTS")]
+    hold_checkpoints: Option<usize>,
+    /// Least seconds between two advice messages; changes in between go out together
+    /// [default: 300].
+    #[arg(long, env = "DWELL_MIN_INTERVAL")]
+    min_interval: Option<f64>,
+    /// MiB that copies of checkpoints may take in the state directory when it is on
+    /// another file system than the run (no hard links) [default: 4096].
+    #[arg(long, env = "DWELL_SECURE_COPY_LIMIT")]
+    secure_copy_limit: Option<u64>,
 }
 
 #[derive(Args)]
@@ -293,6 +308,8 @@ fn main() -> std::process::ExitCode {
     let default_level = match &cli.command {
         // The demo shows the watcher at work.
         Command::Demo(_) => "warn,dwell::watch=info",
+        // A healthy daemon says what it does: embedded steps, backlog, gaps, messages.
+        Command::Watch(_) => "warn,dwell=info",
         _ => "warn",
     };
     init_tracing(
@@ -358,6 +375,7 @@ fn pipeline_config(
     args: AnalyzeArgs,
     config: &DwellConfig,
     settle: Duration,
+    secure_copy_limit: u64,
 ) -> anyhow::Result<PipelineConfig> {
     Ok(PipelineConfig {
         run_dir: args.run_dir,
@@ -375,6 +393,7 @@ fn pipeline_config(
         rules: load_rules(args.rules.as_deref())?,
         train: args.train,
         settle,
+        secure_copy_limit,
     })
 }
 
@@ -409,12 +428,31 @@ fn watch(args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
         sinks.push(SinkConfig::new("webhook", SinkKind::Webhook, url));
     }
     let batch_size = args.pipeline.batch_size;
+    let defaults = AnnouncePolicy::default();
+    let announce = AnnouncePolicy {
+        hold_checkpoints: args
+            .hold_checkpoints
+            .or(file.hold_checkpoints)
+            .unwrap_or(defaults.hold_checkpoints),
+        min_interval: seconds(
+            args.min_interval,
+            file.min_interval_seconds,
+            defaults.min_interval.as_secs_f64(),
+            "min-interval",
+        )?,
+    };
+    let copy_limit_mib = args
+        .secure_copy_limit
+        .or(file.secure_copy_limit_mib)
+        .unwrap_or(DEFAULT_COPY_LIMIT_BYTES >> 20);
     let watch_config = WatchConfig {
         exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
-        pipeline: pipeline_config(args.pipeline, &config, settle)?,
+        pipeline: pipeline_config(args.pipeline, &config, settle, copy_limit_mib << 20)?,
         poll,
         sinks,
         flush_deadline: Duration::from_secs(5),
+        announce,
+        metrics_addr: args.metrics_addr.or(file.metrics_addr),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -466,6 +504,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
         rules: Rules::default(),
         train: Some(demo_config.data_dir().join("train.jsonl")),
         settle: Duration::from_millis(500),
+        secure_copy_limit: DEFAULT_COPY_LIMIT_BYTES,
     };
     let watch_config = WatchConfig {
         pipeline,
@@ -473,6 +512,8 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
         exit_on_finish: true,
         sinks,
         flush_deadline: Duration::from_secs(5),
+        announce: AnnouncePolicy::default(),
+        metrics_addr: None,
     };
     println!(
         "dwell demo: training a 2-layer BERT in {} and watching it",
@@ -656,8 +697,9 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     }
     let (state, manifest) = StateDir::open_existing(&args.state)?;
     let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let analysis = analyze_state(
+    let analysis = analyze_stored(
         &state,
+        &mut PositionCache::default(),
         &steps,
         &manifest.example_classes,
         manifest.labels.len(),
@@ -761,7 +803,7 @@ fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
 
 fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {
     let file_config = load_config(args.config.as_deref())?;
-    let config = pipeline_config(args, &file_config, Duration::ZERO)?;
+    let config = pipeline_config(args, &file_config, Duration::ZERO, DEFAULT_COPY_LIMIT_BYTES)?;
     let embedder = ModelEmbedder::choosing(config.batch_size, backend)
         .context("starting the model runtime")?;
     let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
@@ -790,7 +832,8 @@ fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {
     let embedding_seconds = started.elapsed().as_secs_f64();
     let report = pipeline.build_report()?;
     let path = write_json(pipeline.state(), &report)?;
-    let html = write_html(pipeline.state(), &report)?;
+    let figures = pipeline.figures(&report)?;
+    let html = write_html(pipeline.state(), &figures)?;
     eprintln!(
         "embedded {} checkpoint(s), {} already stored, {} skipped, {} incomplete, {} vanished \
          ({embedding_seconds:.1} s, {} model, {} backend, {} threads)",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::advise::{advise, Advice, ClassEvidenceInput, DwellInput, Rules, RunInput};
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
 use crate::analyze::params::AnalysisParams;
-use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
+use crate::analyze::trajectory::TrajectoryAnalysis;
 use crate::checkpoint::{
     build_tokenizer, discover, locate_model, resolve_tokenizer, AdapterConfig, AdapterFiles,
     CheckpointDir, CheckpointError, Completeness, DictionarySearch, Family, ModelConfig,
@@ -25,10 +25,13 @@ use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
 };
 use crate::report::{
-    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report,
-    RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, FigureAnalyses,
+    Figures, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
 };
-use crate::store::{class_counts, Manifest, StateDir, StoreError};
+use crate::store::{
+    analyze_stored, class_counts, secured_steps, Gap, Manifest, PositionCache, SecuredCheckpoints,
+    StateDir, StoreError, StoredAnalysisError,
+};
 
 /// Probe examples per forward pass unless `--batch-size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -59,6 +62,9 @@ pub struct PipelineConfig {
     /// The training set (same formats as the probe set; only labels are read), for
     /// per-class training counts in the advice.
     pub train: Option<PathBuf>,
+    /// Bytes that secured copies may hold where hard links are impossible (see
+    /// `store::SecuredCheckpoints`).
+    pub secure_copy_limit: u64,
 }
 
 impl PipelineConfig {
@@ -92,8 +98,14 @@ pub enum PipelineError {
         run_dir: PathBuf,
         error: Box<EmbedError>,
     },
-    #[error("trajectory analysis: {0}")]
-    Analysis(#[from] Box<AnalysisError<StoreError>>),
+    #[error(transparent)]
+    Analysis(Box<StoredAnalysisError>),
+}
+
+impl From<StoredAnalysisError> for PipelineError {
+    fn from(error: StoredAnalysisError) -> Self {
+        PipelineError::Analysis(Box::new(error))
+    }
 }
 
 /// What the caller is told as embedding goes on.
@@ -169,6 +181,11 @@ pub struct Pipeline {
     /// Weight-file fingerprints (size, mtime) by step, and since when they are unchanged.
     settling: HashMap<u64, (Vec<(u64, std::time::SystemTime)>, Instant)>,
     scored: BTreeMap<u64, ScoredCheckpoint>,
+    positions: PositionCache,
+    /// Checkpoints secured at first sight (by `watch`'s intake), read from there.
+    secured: SecuredCheckpoints,
+    /// The analysis behind the latest report, handed to its figures.
+    latest_analysis: Option<TrajectoryAnalysis>,
 }
 
 impl Pipeline {
@@ -215,6 +232,7 @@ impl Pipeline {
         };
         let state = StateDir::open(&config.state_dir(), &manifest)?;
         let texts = probe.examples.iter().map(|e| e.text.clone()).collect();
+        let secured = SecuredCheckpoints::open(&state, config.secure_copy_limit)?;
         Ok(Self {
             config,
             probe,
@@ -232,6 +250,9 @@ impl Pipeline {
             train_counts,
             settling: HashMap::new(),
             scored: BTreeMap::new(),
+            positions: PositionCache::default(),
+            secured,
+            latest_analysis: None,
         })
     }
 
@@ -288,8 +309,9 @@ impl Pipeline {
                 ));
             }
         }
+        let (candidates, in_run) = self.candidates(&stored)?;
         let mut present = std::collections::BTreeSet::new();
-        for checkpoint in discover(&self.config.run_dir)?.checkpoints {
+        for checkpoint in candidates {
             if checkpoint.step == 0 && self.config.base_model.is_some() {
                 continue;
             }
@@ -337,10 +359,21 @@ impl Pipeline {
         }
         self.settling.retain(|step, _| present.contains(step));
         // A checkpoint rotated away after a failed read is a gap now, not a skip.
-        self.skipped
-            .retain(|step, _| present.contains(step) || *step == 0);
-        self.failed_as
-            .retain(|step, _| present.contains(step) || *step == 0);
+        let rotated: Vec<u64> = self
+            .skipped
+            .keys()
+            .copied()
+            .filter(|step| *step != 0 && !in_run.contains(step))
+            .collect();
+        for step in rotated {
+            self.secured.release(step)?;
+            let skipped = self.skipped.remove(&step).expect("listed above");
+            self.failed_as.remove(&step);
+            self.record_gap(
+                step,
+                format!("removed after a failed read: {}", skipped.reason),
+            );
+        }
         on_progress(Progress::Planned {
             checkpoints: ready.len(),
         });
@@ -377,6 +410,7 @@ impl Pipeline {
                     let source = source_name(&checkpoint);
                     self.state
                         .write_embeddings(outcome.step, &embeddings, &source)?;
+                    self.secured.release(outcome.step)?;
                     self.skipped.remove(&outcome.step);
                     self.failed_as.remove(&outcome.step);
                     summary.embedded.push(outcome.step);
@@ -414,6 +448,59 @@ impl Pipeline {
             }
         }
         Ok(summary)
+    }
+
+    /// The checkpoints to look at, in step order: the run directory's, each read from its
+    /// secured copy where there is one (see `store::SecuredCheckpoints`), and secured copies
+    /// whose original the rotation has removed since. Also the steps still in the run
+    /// directory. A secured copy of a step already stored is released.
+    fn candidates(
+        &self,
+        stored: &std::collections::BTreeSet<u64>,
+    ) -> Result<(Vec<CheckpointDir>, std::collections::BTreeSet<u64>), PipelineError> {
+        let mut by_step: BTreeMap<u64, CheckpointDir> = discover(&self.config.run_dir)?
+            .checkpoints
+            .into_iter()
+            .map(|checkpoint| (checkpoint.step, checkpoint))
+            .collect();
+        let in_run = by_step.keys().copied().collect();
+        for step in secured_steps(&SecuredCheckpoints::root_of(&self.state))? {
+            if stored.contains(&step) {
+                // Stored by an earlier pass or process that stopped before releasing it.
+                self.secured.release(step)?;
+                continue;
+            }
+            by_step.insert(
+                step,
+                CheckpointDir {
+                    step,
+                    path: self.secured.path(step),
+                },
+            );
+        }
+        Ok((by_step.into_values().collect(), in_run))
+    }
+
+    /// Where a checkpoint read from its secured copy is in the run directory: what the
+    /// user is told about.
+    fn original(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(SecuredCheckpoints::root_of(&self.state)) {
+            Ok(inside) => self.config.run_dir.join(inside),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
+    fn record_gap(&self, step: u64, reason: String) {
+        let checkpoint = self.config.run_dir.join(format!("checkpoint-{step}"));
+        tracing::warn!(step, checkpoint = %checkpoint.display(), %reason, "a gap in the trajectory");
+        let gap = Gap {
+            step,
+            checkpoint,
+            reason,
+        };
+        if let Err(error) = self.state.record_gap(gap) {
+            tracing::error!(step, %error, "could not record the gap");
+        }
     }
 
     /// True if `step` was skipped and its folder still holds the same files, sizes and
@@ -589,7 +676,10 @@ impl Pipeline {
     ) {
         if error.is_vanished() || is_being_removed(&checkpoint.path) {
             // The Trainer's rotation removed it: a gap in the trajectory, not a fault.
-            tracing::info!(checkpoint = %checkpoint.path.display(), "checkpoint vanished before it was embedded; leaving a gap");
+            self.record_gap(
+                checkpoint.step,
+                "removed by the run (save_total_limit rotation?) while it was read".into(),
+            );
             summary.vanished += 1;
             return;
         }
@@ -605,11 +695,14 @@ impl Pipeline {
         summary: &mut PassSummary,
         on_progress: &mut dyn FnMut(Progress),
     ) {
-        tracing::warn!(checkpoint = %checkpoint.path.display(), %reason, "skipping checkpoint");
+        let secured = checkpoint.path.display().to_string();
+        let original = self.original(&checkpoint.path);
+        let reason = reason.replace(&secured, &original.display().to_string());
+        tracing::warn!(step = checkpoint.step, checkpoint = %original.display(), %reason, "skipping checkpoint");
         let skipped = SkippedCheckpoint {
             step: checkpoint.step,
-            checkpoint: checkpoint.path.clone(),
-            file,
+            checkpoint: original,
+            file: self.original(&file),
             reason,
         };
         on_progress(Progress::Skipped(&skipped));
@@ -640,8 +733,9 @@ impl Pipeline {
         let analysis = if steps.is_empty() {
             None
         } else {
-            Some(analyze_state(
+            Some(analyze_stored(
                 &self.state,
+                &mut self.positions,
                 &steps,
                 &self.probe_labels,
                 names.len(),
@@ -705,7 +799,7 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Report {
+        let report = Report {
             schema: REPORT_SCHEMA.into(),
             generated_by: format!("dwell {}", env!("CARGO_PKG_VERSION")),
             run: RunInfo {
@@ -726,6 +820,12 @@ impl Pipeline {
             },
             checkpoints,
             skipped: self.skipped.values().cloned().collect(),
+            gaps: self
+                .state
+                .gaps()?
+                .into_iter()
+                .filter(|gap| !stored_steps.contains(&gap.step))
+                .collect(),
             analysis: analysis.as_ref().map(|analysis| AnalysisInfo {
                 space: analysis.space,
                 reference_interval: analysis.reference_interval,
@@ -745,7 +845,22 @@ impl Pipeline {
                 f1_high_threshold: self.config.rules.f1.high_threshold,
             }),
             examples,
-        })
+        };
+        self.latest_analysis = analysis;
+        Ok(report)
+    }
+
+    /// The figures of `report`, the latest report built: its analysis is reused, and the
+    /// stored positions come from memory while the run fits the cache.
+    pub fn figures(&mut self, report: &Report) -> Result<Figures, PipelineError> {
+        let analyses = FigureAnalyses::compute(
+            &self.state,
+            &mut self.positions,
+            report,
+            &self.probe_labels,
+            self.latest_analysis.take(),
+        )?;
+        Ok(Figures::build(report, analyses))
     }
 
     /// Per-class F1 of one stored checkpoint from its logits (none for a base model).
@@ -1073,40 +1188,4 @@ fn adapter_classes(
         Some(classes) => Ok(Some(classes)),
         None => Ok(headers(&base.weights, &base.dir)?.rows_of(&classifier)),
     }
-}
-
-/// Reads stored `[CLS]` positions one checkpoint at a time, as the analysis asks for them.
-struct StoredPositions<'a> {
-    state: &'a StateDir,
-    steps: &'a [u64],
-    dim: usize,
-}
-
-impl PositionSource for StoredPositions<'_> {
-    type Error = StoreError;
-
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn positions(&mut self, checkpoint: usize) -> Result<Vec<f32>, StoreError> {
-        Ok(self.state.read_embeddings(self.steps[checkpoint])?.cls)
-    }
-}
-
-/// Trajectory analytics over the stored checkpoints `steps`, streamed from disk.
-pub fn analyze_state(
-    state: &StateDir,
-    steps: &[u64],
-    example_classes: &[usize],
-    num_classes: usize,
-    params: &AnalysisParams,
-) -> Result<TrajectoryAnalysis, PipelineError> {
-    let Some(&first) = steps.first() else {
-        return Err(PipelineError::NoCheckpoint(state.root().to_path_buf()));
-    };
-    let dim = state.read_embeddings(first)?.hidden;
-    let mut source = StoredPositions { state, steps, dim };
-    analyze(&mut source, steps, example_classes, num_classes, params)
-        .map_err(|error| PipelineError::Analysis(Box::new(error)))
 }

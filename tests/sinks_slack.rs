@@ -137,14 +137,17 @@ fn notification(step: u64) -> Notification {
             ChangeLine {
                 id: "mail/add_data".into(),
                 change: Change::New,
+                description: "add data to `mail`".into(),
             },
             ChangeLine {
                 id: "utils/redefine".into(),
                 change: Change::Changed,
+                description: "`utils`: add_data → redefine_class".into(),
             },
             ChangeLine {
                 id: "news/add_data".into(),
                 change: Change::Resolved,
+                description: "add data to `news`".into(),
             },
         ],
         report_path: "/runs/bert-agnews-r3/.dwell/report.json".into(),

@@ -15,6 +15,9 @@ mod template;
 pub use advice::{
     Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
 };
-pub use diff::{diff, AdviceDiff, ChangedRecommendation};
+pub use diff::{
+    announce, diff, extend_streaks, material_changes, ActionChange, AdviceDiff,
+    ChangedRecommendation, Streak, Streaks,
+};
 pub use matrix::{advise, ClassEvidenceInput, DwellInput, RunInput};
 pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};

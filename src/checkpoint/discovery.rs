@@ -44,8 +44,9 @@ pub fn discover(run_dir: &Path) -> Result<Discovery, CheckpointError> {
         let Some(step) = name.to_str().and_then(parse_checkpoint_name) else {
             continue;
         };
-        // A checkpoint removed between read_dir and here is simply no longer there.
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        // A symbolic link to a folder is a checkpoint like any other (a run assembled
+        // from links); one removed between read_dir and here is simply no longer there.
+        if entry.path().is_dir() {
             checkpoints.push(CheckpointDir {
                 step,
                 path: entry.path(),
@@ -123,13 +124,18 @@ mod tests {
             std::fs::create_dir(dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("checkpoint-9"), "a file").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("checkpoint-200")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("checkpoint-300"))
+            .unwrap();
         let steps: Vec<u64> = discover(dir.path())
             .unwrap()
             .checkpoints
             .iter()
             .map(|c| c.step)
             .collect();
-        assert_eq!(steps, vec![8, 40, 120]);
+        // The link to a folder counts; the dangling one does not.
+        assert_eq!(steps, vec![8, 40, 120, 200]);
     }
 
     #[test]

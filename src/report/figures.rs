@@ -1,5 +1,6 @@
 //! The data behind `report.html`: one JSON object built from a [`Report`] and the
-//! stored embeddings, numbers rounded to 4 significant digits to keep the page small.
+//! analyses of the stored embeddings ([`FigureAnalyses`]: the pipeline hands over the one
+//! it made for the report), numbers rounded to 4 significant digits to keep the page small.
 //!
 //! Trajectories are drawn in `pca2` whatever space the report's analysis used, because a
 //! person can only look at two dimensions; their stay points come from a `pca2` analysis
@@ -16,8 +17,7 @@ use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::{AnalysisParams, DistanceParams, Setting, Space};
 use crate::analyze::sweep::sweep;
 use crate::analyze::trajectory::{StepValue, TrajectoryAnalysis};
-use crate::pipeline::{analyze_state, PipelineError};
-use crate::store::StateDir;
+use crate::store::{analyze_stored, project_stored, PositionCache, StateDir, StoredAnalysisError};
 
 /// Trajectories drawn per class (all of a smaller class).
 pub const TRAJECTORIES_PER_CLASS: usize = 10;
@@ -120,10 +120,80 @@ pub struct SweepLine {
     pub per_class: Vec<usize>,
 }
 
+/// What the figures need beyond the report: the report's analysis (its sweeps), one in
+/// `pca2` (the drawn stay points; the same analysis when the report's space is `pca2`)
+/// and every checkpoint projected into that plane.
+pub struct FigureAnalyses {
+    report_space: TrajectoryAnalysis,
+    planar: Option<TrajectoryAnalysis>,
+    cloud: Vec<Vec<f64>>,
+    classes: Vec<usize>,
+}
+
+impl FigureAnalyses {
+    /// `analysis` is the report's own when the caller has it (the pipeline just made it);
+    /// without it (`dwell report`), it is recomputed from the stored embeddings.
+    /// `None` before any checkpoint is stored.
+    pub fn compute(
+        state: &StateDir,
+        cache: &mut PositionCache,
+        report: &Report,
+        classes: &[usize],
+        analysis: Option<TrajectoryAnalysis>,
+    ) -> Result<Option<Self>, StoredAnalysisError> {
+        let Some(info) = &report.analysis else {
+            return Ok(None);
+        };
+        let steps: Vec<u64> = report.checkpoints.iter().map(|c| c.step).collect();
+        if steps.is_empty() {
+            return Ok(None);
+        }
+        let params = params_of(info);
+        let num_classes = report.run.labels.len();
+        let report_space = match analysis {
+            Some(analysis) => analysis,
+            None => analyze_stored(state, cache, &steps, classes, num_classes, &params)?,
+        };
+        let planar = match params.space {
+            Space::Pca2 => None,
+            Space::Full => {
+                let planar_params = AnalysisParams {
+                    space: Space::Pca2,
+                    ..params
+                };
+                Some(analyze_stored(
+                    state,
+                    cache,
+                    &steps,
+                    classes,
+                    num_classes,
+                    &planar_params,
+                )?)
+            }
+        };
+        let pca = planar
+            .as_ref()
+            .unwrap_or(&report_space)
+            .pca()
+            .expect("a pca2 analysis over at least one checkpoint has a projection");
+        let cloud = project_stored(state, cache, &steps, pca)?;
+        Ok(Some(Self {
+            report_space,
+            planar,
+            cloud,
+            classes: classes.to_vec(),
+        }))
+    }
+
+    fn planar(&self) -> &TrajectoryAnalysis {
+        self.planar.as_ref().unwrap_or(&self.report_space)
+    }
+}
+
 impl Figures {
-    /// Reads each stored checkpoint of the report a few times (analyses and projection),
-    /// one at a time: memory stays at a few checkpoints whatever the run's length.
-    pub fn build(state: &StateDir, report: &Report) -> Result<Self, PipelineError> {
+    /// The page's data from the report, and from `analyses` the trajectories and sweeps
+    /// (absent before any checkpoint).
+    pub fn build(report: &Report, analyses: Option<FigureAnalyses>) -> Self {
         let labels = report.run.labels.clone();
         let steps: Vec<u64> = report.checkpoints.iter().map(|c| c.step).collect();
         let per_class_f1 = labels
@@ -151,7 +221,8 @@ impl Figures {
                 })
                 .collect()
         };
-        let mut figures = Self {
+        let num_classes = labels.len();
+        Self {
             run: report.run.directory.display().to_string(),
             model_type: report.run.model_type.clone(),
             generated_by: report.generated_by.clone(),
@@ -170,53 +241,16 @@ impl Figures {
                 .map(|c| aligned(&c.straightness))
                 .collect(),
             analysis: report.analysis.clone(),
-            trajectories: None,
+            sweeps: analyses
+                .as_ref()
+                .map(|a| sweep_tables(&a.report_space))
+                .unwrap_or_default(),
+            trajectories: analyses.map(|a| trajectories(a, num_classes)),
             matrix: matrix(report),
-            sweeps: Vec::new(),
             recommendations: report.recommendations.clone(),
             skipped: report.skipped.clone(),
             steps,
-        };
-        let Some(info) = &report.analysis else {
-            return Ok(figures);
-        };
-        if figures.steps.is_empty() {
-            return Ok(figures);
         }
-        let (_, manifest) = crate::store::StateDir::open_existing(state.root())?;
-        let classes = manifest.example_classes;
-        let params = params_of(info);
-        let planar_params = AnalysisParams {
-            space: Space::Pca2,
-            ..params.clone()
-        };
-        let planar = analyze_state(
-            state,
-            &figures.steps,
-            &classes,
-            figures.labels.len(),
-            &planar_params,
-        )?;
-        figures.sweeps = if params.space == Space::Pca2 {
-            sweep_tables(&planar)
-        } else {
-            let analysis = analyze_state(
-                state,
-                &figures.steps,
-                &classes,
-                figures.labels.len(),
-                &params,
-            )?;
-            sweep_tables(&analysis)
-        };
-        figures.trajectories = Some(trajectories(
-            state,
-            &figures.steps,
-            classes,
-            figures.labels.len(),
-            &planar,
-        )?);
-        Ok(figures)
     }
 
     /// The JSON the page embeds, floats rounded to 4 significant digits.
@@ -341,24 +375,9 @@ fn sweep_tables(analysis: &TrajectoryAnalysis) -> Vec<SweepTable> {
         .collect()
 }
 
-fn trajectories(
-    state: &StateDir,
-    steps: &[u64],
-    classes: Vec<usize>,
-    num_classes: usize,
-    planar: &TrajectoryAnalysis,
-) -> Result<Trajectories, PipelineError> {
-    let pca = planar
-        .pca()
-        .expect("a pca2 analysis over at least one checkpoint has a projection");
-    let mut cloud = Vec::with_capacity(steps.len());
-    for &step in steps {
-        let stored = state.read_embeddings(step)?;
-        let mut positions = Vec::with_capacity(classes.len() * 2);
-        pca.project_into(&stored.cls, &mut positions);
-        cloud.push(positions);
-    }
-    let sampled = sample(&classes, num_classes);
+fn trajectories(analyses: FigureAnalyses, num_classes: usize) -> Trajectories {
+    let planar = analyses.planar();
+    let sampled = sample(&analyses.classes, num_classes);
     let rules = &planar.rules;
     let panels = DETECTORS
         .into_iter()
@@ -399,12 +418,12 @@ fn trajectories(
                 .collect(),
         })
         .collect();
-    Ok(Trajectories {
-        classes,
-        cloud,
+    Trajectories {
+        classes: analyses.classes,
+        cloud: analyses.cloud,
         sampled,
         panels,
-    })
+    }
 }
 
 /// Up to [`TRAJECTORIES_PER_CLASS`] examples of each class, in probe order within a class.

@@ -7,10 +7,9 @@
 
 use std::path::PathBuf;
 
-use super::figures::Figures;
-use super::{read_json, Report};
-use crate::pipeline::PipelineError;
-use crate::store::{StateDir, StoreError};
+use super::figures::{FigureAnalyses, Figures};
+use super::read_json;
+use crate::store::{PositionCache, StateDir, StoreError, StoredAnalysisError};
 
 pub const HTML_FILE: &str = "report.html";
 
@@ -23,22 +22,31 @@ pub enum HtmlError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Analysis(#[from] StoredAnalysisError),
     #[error("{0}: no report yet; run `dwell analyze` with this state directory first")]
     NoReport(PathBuf),
     #[error("{path}: {message}")]
     BadReport { path: PathBuf, message: String },
 }
 
-/// Draws `report.html` for `report` and replaces it atomically in the state directory.
-pub fn write_html(state: &StateDir, report: &Report) -> Result<PathBuf, HtmlError> {
-    let figures = Figures::build(state, report)?;
-    Ok(state.write_file(HTML_FILE, render_html(&figures).as_bytes())?)
+/// Draws `report.html` from `figures` and replaces it atomically in the state directory.
+pub fn write_html(state: &StateDir, figures: &Figures) -> Result<PathBuf, HtmlError> {
+    Ok(state.write_file(HTML_FILE, render_html(figures).as_bytes())?)
 }
 
-/// Redraws `report.html` from the state directory's `report.json`, embedding nothing.
+/// Redraws `report.html` from the state directory's `report.json`, embedding nothing:
+/// the analyses are recomputed from the stored embeddings with the report's settings.
 pub fn rewrite_html(state: &StateDir) -> Result<PathBuf, HtmlError> {
-    write_html(state, &read_json(state)?)
+    let report = read_json(state)?;
+    let (_, manifest) = StateDir::open_existing(state.root())?;
+    let analyses = FigureAnalyses::compute(
+        state,
+        &mut PositionCache::default(),
+        &report,
+        &manifest.example_classes,
+        None,
+    )?;
+    write_html(state, &Figures::build(&report, analyses))
 }
 
 pub fn render_html(figures: &Figures) -> String {

@@ -4,7 +4,7 @@
 mod figures;
 mod html;
 
-pub use figures::{Figures, TRAJECTORIES_PER_CLASS};
+pub use figures::{FigureAnalyses, Figures, TRAJECTORIES_PER_CLASS};
 pub use html::{render_html, rewrite_html, write_html, HtmlError, HTML_FILE};
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
 use crate::analyze::detectors::DistanceRule;
 use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
 use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
-use crate::store::{StateDir, StoreError};
+use crate::store::{Gap, StateDir, StoreError};
 
 pub const REPORT_SCHEMA: &str = "dwell.report/1";
 pub const REPORT_FILE: &str = "report.json";
@@ -31,6 +31,10 @@ pub struct Report {
     pub checkpoints: Vec<CheckpointSummary>,
     /// Checkpoints that could not be embedded, with the file and the reason.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// Checkpoints removed by the run (rotation) before they could be secured or read:
+    /// missing points of the trajectory.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
     /// The trajectory analysis settings actually used; `null` before any checkpoint.
     pub analysis: Option<AnalysisInfo>,
     /// How the advice was decided; `null` before any checkpoint.

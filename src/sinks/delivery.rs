@@ -2,6 +2,8 @@
 //! and posts them one at a time, in order, with pacing and retries.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -32,6 +34,7 @@ pub struct SinkHandle {
     name: String,
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<ShutdownSummary>,
+    depth: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +74,10 @@ impl SinkHandle {
             .build()
             .map_err(|e| SinkError::Client(describe_error(e.without_url(), &config.url)))?;
         let (commands, receiver) = mpsc::unbounded_channel();
+        let depth = Arc::new(AtomicUsize::new(outbox.len()));
         let worker = Worker {
             queue: Queue {
+                depth: depth.clone(),
                 sink: config.name.clone(),
                 kind: config.kind,
                 outbox,
@@ -93,11 +98,18 @@ impl SinkHandle {
             name: config.name,
             commands,
             task,
+            depth,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The outbox's length as the sender keeps it: messages queued and not yet
+    /// delivered or dropped.
+    pub fn outbox_counter(&self) -> Arc<AtomicUsize> {
+        self.depth.clone()
     }
 
     /// Queues `notification` without waiting. The sender writes it to the outbox before
@@ -188,6 +200,8 @@ struct Queue {
     set_aside: bool,
     delivered: usize,
     dropped: usize,
+    /// The outbox's length, for the handle (the health metrics).
+    depth: Arc<AtomicUsize>,
 }
 
 impl Queue {
@@ -204,7 +218,9 @@ impl Queue {
             Command::Enqueue(notification) => {
                 let summary = summarise(&notification);
                 let payload = self.kind.payload(&notification);
-                match self.outbox.push(summary.clone(), payload) {
+                let pushed = self.outbox.push(summary.clone(), payload);
+                self.depth.store(self.outbox.len(), Ordering::Relaxed);
+                match pushed {
                     Ok(id) => tracing::debug!(sink = %self.sink, id, %summary, "queued"),
                     Err(error) => tracing::error!(
                         sink = %self.sink,
@@ -223,7 +239,7 @@ impl Queue {
         match outcome {
             Outcome::Delivered => {
                 self.delivered += 1;
-                tracing::info!(sink = %self.sink, id, %summary, "delivered");
+                tracing::info!(sink = %self.sink, id, %summary, "message sent");
             }
             Outcome::Rejected { status, body } => {
                 self.dropped += 1;
@@ -249,7 +265,9 @@ impl Queue {
                 return;
             }
         }
-        if let Err(error) = self.outbox.remove(id) {
+        let removed = self.outbox.remove(id);
+        self.depth.store(self.outbox.len(), Ordering::Relaxed);
+        if let Err(error) = removed {
             tracing::error!(
                 sink = %self.sink,
                 id,

@@ -265,9 +265,12 @@ pub struct RecommendationLine {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeLine {
-    /// A [`RecommendationLine::id`].
+    /// A [`RecommendationLine::id`] (for a resolved change, the id it had).
     pub id: String,
     pub change: Change,
+    /// What changed, for a person: "add data to `mail`", "`net`: add_data → redefine_class".
+    #[serde(default)]
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::{Change, ClassLine, Notification, NotificationKind, RecommendationLine};
+use super::{Change, ChangeLine, ClassLine, Notification, NotificationKind, RecommendationLine};
 
 const MAX_RECOMMENDATIONS: usize = 5;
 const HEADER_CHARS: usize = 150;
@@ -79,54 +79,60 @@ fn fallback(notification: &Notification) -> String {
         NotificationKind::RunFinished => "run finished",
     };
     let count = notification.recommendations.len();
-    cut(
-        &escape(&format!(
-            "dwell: {} at {}: {what}, {count} recommendation{}",
-            notification.run,
-            step_text(notification),
-            plural(count)
-        )),
-        SECTION_CHARS,
-    )
+    let mut text = escape(&format!(
+        "dwell: {} at {}: {what}",
+        notification.run,
+        step_text(notification)
+    ));
+    let changes = change_summary(&notification.changes);
+    if changes.is_empty() {
+        text.push_str(&format!(", {count} recommendation{}", plural(count)));
+    } else {
+        text.push_str(&format!(" · {changes}"));
+    }
+    cut(&text, SECTION_CHARS)
 }
 
+/// What changed leads ("new: add data to `mail`; resolved: …"), the standing advice after.
 fn headline(notification: &Notification) -> String {
     let count = notification.recommendations.len();
-    let mut text = match notification.kind {
-        NotificationKind::AdviceChanged => {
-            let tally = |kind: Change| {
-                notification
-                    .changes
-                    .iter()
-                    .filter(|c| c.change == kind)
-                    .count()
-            };
-            format!(
-                "*Advice changed*: {} new, {} changed, {} resolved; {count} recommendation{} stand.",
-                tally(Change::New),
-                tally(Change::Changed),
-                tally(Change::Resolved),
-                plural(count)
-            )
+    let stand = format!("{count} recommendation{} stand.", plural(count));
+    let changes = change_summary(&notification.changes);
+    match (notification.kind, changes.is_empty()) {
+        (NotificationKind::AdviceChanged, _) => {
+            format!("*Advice changed* · {}\n{stand}", cut(&changes, LIST_CHARS))
         }
-        NotificationKind::RunFinished => format!(
-            "*Run finished*: {count} recommendation{} stand.",
-            plural(count)
-        ),
-    };
-    let resolved: Vec<String> = notification
-        .changes
-        .iter()
-        .filter(|c| c.change == Change::Resolved)
-        .map(|c| format!("`{}`", code(&c.id)))
-        .collect();
-    if !resolved.is_empty() {
-        text.push_str(&format!(
-            "\nResolved: {}",
-            cut(&resolved.join(", "), LIST_CHARS)
-        ));
+        (NotificationKind::RunFinished, true) => format!("*Run finished*: {stand}"),
+        (NotificationKind::RunFinished, false) => {
+            format!("*Run finished* · {}\n{stand}", cut(&changes, LIST_CHARS))
+        }
     }
-    text
+}
+
+/// "new: a, b; changed: c; resolved: d", escaped for mrkdwn.
+fn change_summary(changes: &[ChangeLine]) -> String {
+    [
+        (Change::New, "new"),
+        (Change::Changed, "changed"),
+        (Change::Resolved, "resolved"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, name)| {
+        let items: Vec<String> = changes
+            .iter()
+            .filter(|c| c.change == kind)
+            .map(|c| {
+                if c.description.is_empty() {
+                    format!("`{}`", code(&c.id))
+                } else {
+                    escape(&c.description)
+                }
+            })
+            .collect();
+        (!items.is_empty()).then(|| format!("{name}: {}", items.join(", ")))
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 /// A fixed-width table in a code block: aligned columns read better on a phone than
@@ -311,6 +317,7 @@ mod tests {
             changes: vec![ChangeLine {
                 id: "gone`<x>".into(),
                 change: Change::Resolved,
+                description: String::new(),
             }],
             report_path: "/state/report.json".into(),
         }
@@ -376,7 +383,7 @@ mod tests {
             .unwrap()
             .contains("run&lt;&amp;&gt;"));
         let all = texts(&payload).join("\n");
-        assert!(all.contains("Resolved: `gone'&lt;x&gt;`"), "{all}");
+        assert!(all.contains("resolved: `gone'&lt;x&gt;`"), "{all}");
         assert!(!all.contains("<x>"));
     }
 }

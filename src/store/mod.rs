@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::Embeddings;
 
+mod gaps;
+mod positions;
+mod secured;
+
+pub use gaps::Gap;
+pub use positions::{
+    analyze_stored, project_stored, PositionCache, StoredAnalysisError, DEFAULT_CACHE_BYTES,
+};
+pub use secured::{secured_steps, SecureOutcome, SecuredCheckpoints, DEFAULT_COPY_LIMIT_BYTES};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {error}")]
@@ -104,6 +114,16 @@ impl StateDir {
             }
             Err(e) => return Err(io_error(&manifest_path)(e)),
         }
+        Ok(state)
+    }
+
+    /// The state directory as the watcher's intake uses it before the pipeline has
+    /// opened it (and checked the probe): to list stored steps and secure checkpoints.
+    pub fn open_for_intake(root: &Path) -> Result<Self, StoreError> {
+        let state = Self {
+            root: root.to_path_buf(),
+        };
+        std::fs::create_dir_all(state.embeddings_dir()).map_err(io_error(root))?;
         Ok(state)
     }
 
@@ -326,6 +346,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// A manifest of `examples` probe examples of one class `a`, for tests of the state.
+#[cfg(test)]
+pub(crate) fn one_class_manifest(examples: usize) -> Manifest {
+    Manifest {
+        schema: Manifest::SCHEMA.into(),
+        probe_path: "probe.jsonl".into(),
+        probe_sha256: "aa".into(),
+        probe_examples: examples,
+        max_len: 8,
+        labels: vec!["a".into()],
+        example_classes: vec![0; examples],
+    }
 }
 
 /// Per-class probe counts, for the report.

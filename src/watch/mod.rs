@@ -4,6 +4,8 @@
 //! tasks. None of them waits on another's work.
 
 mod announce;
+mod intake;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,13 +15,20 @@ use std::time::Duration;
 
 use notify::Watcher;
 
+use crate::checkpoint::CheckpointError;
 use crate::embed::{EmbedError, Embedder};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Progress};
 use crate::report::{write_html, write_json, HtmlError, Report};
 use crate::sinks::{SinkConfig, SinkError, SinkHandle};
-use crate::store::{StateLock, StoreError};
+use crate::store::{SecuredCheckpoints, StateDir, StateLock, StoreError};
 
-pub use announce::{notification_for, Announced};
+pub use announce::{notification_for, AnnouncePolicy, Announced};
+pub use intake::{Intake, IntakeError, Scan};
+pub use metrics::Metrics;
+
+/// How often the intake looks again while a checkpoint is being written: soon enough to
+/// secure it before a fast rotation removes it, whatever `--poll` says.
+const WRITING_RESCAN: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct WatchConfig {
@@ -31,6 +40,10 @@ pub struct WatchConfig {
     pub sinks: Vec<SinkConfig>,
     /// How long the senders may keep delivering after a stop; the rest stays queued on disk.
     pub flush_deadline: Duration,
+    /// When advice changes are announced.
+    pub announce: AnnouncePolicy,
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,11 @@ pub enum WatchError {
     Html(#[from] Box<HtmlError>),
     #[error("{path}: cannot watch: {message}")]
     Watch { path: PathBuf, message: String },
+    #[error("--metrics-addr {address}: {error}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     #[error("the processing thread stopped unexpectedly")]
     ProcessingGone,
 }
@@ -67,24 +85,54 @@ pub async fn watch(
 ) -> Result<WatchExit, WatchError> {
     let state_dir = config.pipeline.state_dir();
     let _lock = StateLock::acquire(&state_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(address) = config.metrics_addr {
+        let bound = metrics::serve(address, metrics.clone())
+            .await
+            .map_err(|error| WatchError::Metrics { address, error })?;
+        tracing::info!(address = %bound, "serving /metrics and /healthz");
+    }
     let mut sinks = Vec::new();
     for sink in config.sinks {
         tracing::info!(sink = %sink.name, url = %sink.url, "sending notifications");
-        sinks.push(SinkHandle::spawn(sink, &state_dir)?);
+        let handle = SinkHandle::spawn(sink, &state_dir)?;
+        metrics.watch_outbox(handle.name(), handle.outbox_counter());
+        sinks.push(handle);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let intake = {
+        let state = StateDir::open_for_intake(&state_dir)?;
+        let secured = SecuredCheckpoints::open(&state, config.pipeline.secure_copy_limit)?;
+        secured.remove_partial()?;
+        Intake::new(
+            config.pipeline.run_dir.clone(),
+            state,
+            secured,
+            metrics.clone(),
+        )
+    };
+    let (events, listened) = channel::<()>();
     let (wake, woken) = channel::<()>();
     // Kept alive for the whole watch: dropping it stops the events.
-    let _watcher = watch_run_dir(&config.pipeline.run_dir, &state_dir, wake.clone());
+    let _watcher = watch_run_dir(&config.pipeline.run_dir, &state_dir, events.clone());
+    let intake_thread = {
+        let (stop, wake, poll) = (stop.clone(), wake.clone(), config.poll);
+        std::thread::Builder::new()
+            .name("dwell-intake".into())
+            .spawn(move || run_intake(intake, &listened, &wake, poll, &stop))
+            .map_err(|_| WatchError::ProcessingGone)?
+    };
     let (done, finished) = tokio::sync::oneshot::channel();
     let processing = Processing {
         pipeline_config: config.pipeline,
         poll: config.poll,
         exit_on_finish: config.exit_on_finish,
+        announce: config.announce,
         stop: stop.clone(),
         woken,
         sinks,
         make_embedder,
+        metrics,
     };
     std::thread::Builder::new()
         .name("dwell-process".into())
@@ -104,6 +152,9 @@ pub async fn watch(
             finished.await
         }
     };
+    stop.store(true, Ordering::Relaxed);
+    let _ = events.send(());
+    let _ = tokio::task::spawn_blocking(move || intake_thread.join()).await;
     let (exit, sinks) = outcome.map_err(|_| WatchError::ProcessingGone)??;
     for sink in sinks {
         let name = sink.name().to_string();
@@ -113,6 +164,34 @@ pub async fn watch(
         }
     }
     Ok(exit)
+}
+
+/// The intake's loop: a scan on every event burst and every `poll`, closely while a
+/// checkpoint is being written; each scan wakes the processing thread.
+fn run_intake(
+    mut intake: Intake,
+    events: &Receiver<()>,
+    wake: &Sender<()>,
+    poll: Duration,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let scan = intake.scan().unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not scan the run directory; trying again");
+            Scan::default()
+        });
+        let _ = wake.send(());
+        let wait = if scan.being_written > 0 {
+            WRITING_RESCAN.min(poll)
+        } else {
+            poll
+        };
+        match events.recv_timeout(wait.max(Duration::from_millis(20))) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+        }
+        while events.try_recv().is_ok() {}
+    }
 }
 
 /// Wakes the processing thread on changes under `checkpoint-*`; our own writes in the
@@ -163,10 +242,12 @@ struct Processing {
     pipeline_config: PipelineConfig,
     poll: Duration,
     exit_on_finish: bool,
+    announce: AnnouncePolicy,
     stop: Arc<AtomicBool>,
     woken: Receiver<()>,
     sinks: Vec<SinkHandle>,
     make_embedder: EmbedderFactory,
+    metrics: Arc<Metrics>,
 }
 
 impl Processing {
@@ -179,24 +260,51 @@ impl Processing {
         let mut latest_report: Option<Report> = None;
         loop {
             // One checkpoint per pass: the report and the advice follow every checkpoint.
-            let summary = pipeline.embed_pending(1, &self.stop, &mut log_progress)?;
+            let metrics = self.metrics.clone();
+            let summary = pipeline.embed_pending(1, &self.stop, &mut |event| {
+                log_progress(&event);
+                match event {
+                    Progress::Embedded { elapsed, .. } => metrics.embedded(elapsed.as_secs_f64()),
+                    Progress::Skipped(_) => metrics.skipped(),
+                    _ => {}
+                }
+            })?;
+            self.metrics.backlog(summary.deferred);
             if latest_report.is_none() || !summary.embedded.is_empty() || summary.skipped > 0 {
+                let started = std::time::Instant::now();
                 let report = pipeline.build_report()?;
                 write_json(&state, &report)?;
-                write_html(&state, &report).map_err(Box::new)?;
-                self.announce_changes(&report, &mut announced, &state)?;
+                let figures = pipeline.figures(&report)?;
+                write_html(&state, &figures).map_err(Box::new)?;
+                tracing::debug!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    checkpoints = report.checkpoints.len(),
+                    "report written"
+                );
+                if !summary.embedded.is_empty() {
+                    announced.checkpoint(&report);
+                    announced.save(&state)?;
+                }
                 latest_report = Some(report);
             }
             let all_done = summary.settling == 0
                 && summary.incomplete == 0
                 && summary.deferred == 0
                 && !summary.interrupted;
-            if pipeline.run_finished() && all_done {
+            let finished = pipeline.run_finished() && all_done;
+            let mut wait_for_message = None;
+            if let (false, Some(report)) = (finished, &latest_report) {
+                wait_for_message = self.announce_changes(report, &mut announced, &state)?;
+            }
+            if finished {
                 if let (false, Some(report)) = (announced.finished, &latest_report) {
+                    // The end: every change still pending goes with the summary.
+                    let changes = announced.take_changes(report, 0, std::time::SystemTime::now());
+                    self.metrics.advice_changes(changes.len());
                     self.send_all(notification_for(
                         report,
                         crate::sinks::NotificationKind::RunFinished,
-                        Vec::new(),
+                        changes,
                         &state,
                     ));
                     announced.finished = true;
@@ -217,11 +325,14 @@ impl Processing {
                 );
                 continue;
             }
-            let wait = if summary.settling > 0 {
+            let mut wait = if summary.settling > 0 {
                 self.poll.min(self.pipeline_config.settle / 2)
             } else {
                 self.poll
             };
+            if let Some(due_in) = wait_for_message {
+                wait = wait.min(due_in);
+            }
             self.sleep(wait.max(Duration::from_millis(20)));
         }
     }
@@ -243,6 +354,12 @@ impl Processing {
                     }
                     self.sleep(self.poll);
                 }
+                Err(PipelineError::Checkpoint(error)) if still_being_written(&error) => {
+                    // The Trainer writes nothing atomically: a file that does not parse
+                    // (or went away) now is looked at again, as it is after start-up.
+                    tracing::info!(%error, "waiting for the first checkpoint to be written");
+                    self.sleep(self.poll.min(WRITING_RESCAN * 5));
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -257,17 +374,33 @@ impl Processing {
         while self.woken.try_recv().is_ok() {}
     }
 
+    /// Sends the changes that have held long enough, unless the last message is too
+    /// recent; then says how long until one may go.
     fn announce_changes(
         &self,
         report: &Report,
         announced: &mut Announced,
-        state: &crate::store::StateDir,
-    ) -> Result<(), WatchError> {
-        let changes = announced.changes(report);
-        if changes.is_empty() {
-            return Ok(());
+        state: &StateDir,
+    ) -> Result<Option<Duration>, WatchError> {
+        let hold = self.announce.hold_checkpoints;
+        let due =
+            crate::advise::material_changes(&announced.streaks, &announced.recommendations, hold);
+        if due.is_empty() {
+            return Ok(None);
         }
+        let now = std::time::SystemTime::now();
+        let wait = announced.wait_before_message(&self.announce, now);
+        if !wait.is_zero() {
+            tracing::debug!(
+                pending = due.len(),
+                seconds = wait.as_secs_f64(),
+                "advice changes held back by the minimum interval"
+            );
+            return Ok(Some(wait));
+        }
+        let changes = announced.take_changes(report, hold, now);
         tracing::info!(changes = changes.len(), "advice changed");
+        self.metrics.advice_changes(changes.len());
         self.send_all(notification_for(
             report,
             crate::sinks::NotificationKind::AdviceChanged,
@@ -276,9 +409,8 @@ impl Processing {
         ));
         // Recorded after the senders queued it on disk: a crash in between repeats a
         // message rather than losing one.
-        announced.recommendations = report.recommendations.clone();
         announced.save(state)?;
-        Ok(())
+        Ok(None)
     }
 
     fn send_all(&self, notification: crate::sinks::Notification) {
@@ -290,8 +422,20 @@ impl Processing {
     }
 }
 
-fn log_progress(event: Progress) {
-    match event {
+/// An error a checkpoint being written can cause, as opposed to one the user must fix
+/// (an unsupported model, labels that disagree, a missing base model).
+fn still_being_written(error: &CheckpointError) -> bool {
+    matches!(
+        error,
+        CheckpointError::Json { .. }
+            | CheckpointError::Io { .. }
+            | CheckpointError::Vanished { .. }
+            | CheckpointError::NoWeights { .. }
+    )
+}
+
+fn log_progress(event: &Progress) {
+    match *event {
         Progress::Planned { checkpoints } if checkpoints > 0 => {
             tracing::info!(checkpoints, "embedding")
         }

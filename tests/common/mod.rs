@@ -162,6 +162,7 @@ pub fn embed_run_on(
         rules: Default::default(),
         train,
         settle: std::time::Duration::ZERO,
+        secure_copy_limit: dwell::store::DEFAULT_COPY_LIMIT_BYTES,
     };
     let embedder = dwell::embed::ModelEmbedder::with_backend(32, backend).unwrap();
     let mut pipeline = dwell::pipeline::Pipeline::open(config, Box::new(embedder)).unwrap();
