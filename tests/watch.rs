@@ -5,12 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::slack_like::{Reply, SlackLike};
+use common::trainer::{rotate_like_the_trainer, write_like_the_trainer, WritePace};
 use common::*;
 
 const SECRET_TOKEN: &str = "wAtChS3cr3t";
@@ -75,13 +75,21 @@ fn terminate(child: Child) -> String {
 /// Steps named in "embedded" log lines, with how often each was embedded.
 fn embedded_counts(logs: &str) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
-    for line in logs.lines().filter(|l| l.contains(" embedded ")) {
-        let step = line
-            .split("step=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no step in {line}"));
+    for line in logs.lines() {
+        // Human-readable `embedded step=40 seconds=…`, or a JSON line (`--log-json`).
+        let after = match line.split_once(" embedded step=") {
+            Some((_, after)) => after,
+            None if line.contains(r#""message":"embedded""#) => {
+                line.split_once(r#""step":"#)
+                    .unwrap_or_else(|| panic!("no step in {line}"))
+                    .1
+            }
+            None => continue,
+        };
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        let step = digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no step in {line}"));
         *counts.entry(step).or_insert(0) += 1;
     }
     counts
@@ -91,59 +99,11 @@ fn embedded_counts(logs: &str) -> BTreeMap<u64, usize> {
 /// tokenizer, training args, and `trainer_state.json` last.
 fn write_checkpoint_like_the_trainer(run: &Path, step: u64) {
     let source = fixtures().join(format!("hf-tiny-run/checkpoint-{step}"));
-    write_like_the_trainer(&source, &run.join(format!("checkpoint-{step}")));
-}
-
-/// Copies the checkpoint folder `source` to `target` in the Trainer's order: the
-/// configs, the weights (full or adapter) in chunks over time, the other files, and
-/// `trainer_state.json` last.
-fn write_like_the_trainer(source: &Path, target: &Path) {
-    std::fs::create_dir_all(target).unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(source)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort_by_key(|name| match name.as_str() {
-        "config.json" | "adapter_config.json" => 0,
-        "model.safetensors" | "adapter_model.safetensors" => 1,
-        "trainer_state.json" => 3,
-        _ => 2,
-    });
-    for name in names {
-        if name.ends_with(".safetensors") {
-            let weights = std::fs::read(source.join(&name)).unwrap();
-            let mut file = std::fs::File::create(target.join(&name)).unwrap();
-            for chunk in weights.chunks(weights.len() / 4 + 1) {
-                file.write_all(chunk).unwrap();
-                file.flush().unwrap();
-                std::thread::sleep(Duration::from_millis(60));
-            }
-        } else {
-            if name == "trainer_state.json" {
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            std::fs::copy(source.join(&name), target.join(&name)).unwrap();
-        }
-    }
-}
-
-/// The Trainer's `save_total_limit`: keep the newest `limit` checkpoints, rmtree the rest.
-fn rotate(run: &Path, limit: usize) {
-    let mut steps: Vec<u64> = std::fs::read_dir(run)
-        .unwrap()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_prefix("checkpoint-")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    steps.sort_unstable();
-    for step in &steps[..steps.len().saturating_sub(limit)] {
-        std::fs::remove_dir_all(run.join(format!("checkpoint-{step}"))).unwrap();
-    }
+    write_like_the_trainer(
+        &source,
+        &run.join(format!("checkpoint-{step}")),
+        WritePace::USUAL,
+    );
 }
 
 fn simulate_training(
@@ -154,7 +114,7 @@ fn simulate_training(
     std::thread::spawn(move || {
         for step in steps {
             write_checkpoint_like_the_trainer(&run, step);
-            rotate(&run, 2);
+            rotate_like_the_trainer(&run, 2);
             std::thread::sleep(interval);
         }
     })
@@ -419,6 +379,7 @@ fn a_live_lora_run_is_embedded_like_a_full_one() {
                 write_like_the_trainer(
                     &fixtures().join("arch/bert-lora-run").join(&name),
                     &run.join(&name),
+                    WritePace::USUAL,
                 );
                 std::thread::sleep(Duration::from_millis(700));
             }
@@ -465,4 +426,85 @@ fn a_half_written_first_config_is_waited_out_not_fatal() {
     }
     let logs = terminate(child);
     assert!(!logs.contains("invalid JSON"), "{logs}");
+}
+
+/// Started before training, the daemon meets a first checkpoint whose every file, the
+/// configs and trainer_state.json included, is written in byte ranges 150 ms apart: it
+/// keeps running through every half-written state and embeds the checkpoint once.
+#[test]
+fn a_first_checkpoint_written_slowly_in_byte_ranges_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, state) = empty_run(dir.path());
+    let mut child = watch_command(&run, &state).spawn().unwrap();
+    wait_until_started(&state);
+    let slowly = WritePace {
+        pieces: 3,
+        pause: Duration::from_millis(150),
+    };
+    for step in [40, 80] {
+        write_like_the_trainer(
+            &fixtures().join(format!("hf-tiny-run/checkpoint-{step}")),
+            &run.join(format!("checkpoint-{step}")),
+            slowly,
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dwell watch exited while checkpoint-{step} was being written"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !state.join("embeddings/step-80.safetensors").exists() {
+        assert!(Instant::now() < deadline, "step 80 was not embedded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = terminate(child);
+    let counts = embedded_counts(&logs);
+    assert_eq!(counts, BTreeMap::from([(40, 1), (80, 1)]), "{logs}");
+    assert!(
+        !logs.contains("ERROR") && !logs.contains("skipping"),
+        "{logs}"
+    );
+}
+
+/// A run assembled from links (`checkpoint-<step>` a symbolic link to a folder) is a
+/// run like any other; the default log level says what the daemon did.
+#[test]
+fn checkpoints_that_are_links_to_folders_are_embedded_and_logged_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for step in [40, 80, 120] {
+        std::os::unix::fs::symlink(
+            fixtures().join(format!("hf-tiny-run/checkpoint-{step}")),
+            run.join(format!("checkpoint-{step}")),
+        )
+        .unwrap();
+    }
+    let state = dir.path().join("state");
+    let mut command = watch_command(&run, &state);
+    command.env_remove("DWELL_LOG");
+    let child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(state.join("embeddings")).map_or(0, |d| d.count()) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the linked checkpoints were not embedded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = terminate(child);
+    assert_eq!(
+        embedded_counts(&logs),
+        BTreeMap::from([(40, 1), (80, 1), (120, 1)]),
+        "{logs}"
+    );
+    // The links and what they point to are untouched.
+    assert!(std::fs::symlink_metadata(run.join("checkpoint-40"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        !state.join("secured/checkpoint-40").exists(),
+        "released once embedded"
+    );
 }

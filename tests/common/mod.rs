@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod slack_like;
+pub mod trainer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -149,20 +150,9 @@ pub fn embed_run_on(
     backend: dwell::embed::Backend,
 ) -> dwell::pipeline::Pipeline {
     let config = dwell::pipeline::PipelineConfig {
-        run_dir: run_dir.to_path_buf(),
         probe: probe.to_path_buf(),
-        state_dir: Some(state.to_path_buf()),
-        max_len: 64,
-        base_model: None,
-        labels: None,
-        dictionaries: Default::default(),
-        tokenizer: None,
-        batch_size: 32,
-        analysis: Default::default(),
-        rules: Default::default(),
         train,
-        settle: std::time::Duration::ZERO,
-        secure_copy_limit: dwell::store::DEFAULT_COPY_LIMIT_BYTES,
+        ..pipeline_config(run_dir, state)
     };
     let embedder = dwell::embed::ModelEmbedder::with_backend(32, backend).unwrap();
     let mut pipeline = dwell::pipeline::Pipeline::open(config, Box::new(embedder)).unwrap();
@@ -183,4 +173,25 @@ pub fn assert_succeeded(output: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The pipeline settings of the tests: the shipped probe set, `--max-len 64`, every
+/// other setting at its default, nothing to settle.
+pub fn pipeline_config(run_dir: &Path, state: &Path) -> dwell::pipeline::PipelineConfig {
+    dwell::pipeline::PipelineConfig {
+        run_dir: run_dir.to_path_buf(),
+        probe: probe_path(),
+        state_dir: Some(state.to_path_buf()),
+        max_len: 64,
+        base_model: None,
+        labels: None,
+        dictionaries: Default::default(),
+        tokenizer: None,
+        batch_size: 32,
+        analysis: Default::default(),
+        rules: Default::default(),
+        train: None,
+        settle: std::time::Duration::ZERO,
+        secure_copy_limit: dwell::store::DEFAULT_COPY_LIMIT_BYTES,
+    }
 }
