@@ -508,3 +508,45 @@ fn checkpoints_that_are_links_to_folders_are_embedded_and_logged_at_info() {
         "released once embedded"
     );
 }
+
+/// What the user must fix stops the daemon at once with the reason; waiting for training
+/// does not.
+#[test]
+fn watch_exits_non_zero_for_a_bad_probe_or_flag_not_for_an_empty_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, state) = empty_run(dir.path());
+    let probe = dir.path().join("probe.jsonl");
+    std::fs::write(
+        &probe,
+        "{\"text\": \"fine\", \"label\": \"games\"}\n{\"text\": \"\"}\n",
+    )
+    .unwrap();
+    let output = dwell()
+        .args(["watch"])
+        .arg(&run)
+        .arg("--probe")
+        .arg(&probe)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("probe.jsonl") && message.contains('2'),
+        "{message}"
+    );
+    let output = watch_command(&run, &state)
+        .arg("--min-interval=-1")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{message}");
+    assert!(message.contains("--min-interval"), "{message}");
+    // The same daemon with a good probe waits on the empty run until stopped.
+    let child = watch_command(&run, &state).spawn().unwrap();
+    wait_until_started(&state);
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = terminate(child);
+    assert!(logs.contains("waiting for the first checkpoint"), "{logs}");
+}

@@ -217,6 +217,7 @@ async fn a_rotating_run_faster_than_embedding_is_embedded_whole_and_told_briefly
         .iter()
         .map(|r| r.body["text"].as_str().unwrap())
         .collect();
+    eprintln!("{} Slack messages: {texts:#?}", received.len());
     assert!(
         (2..=4).contains(&received.len()),
         "{} messages: {texts:#?}",

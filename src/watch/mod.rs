@@ -208,6 +208,11 @@ fn watch_run_dir(
             let _ = wake.send(());
             return;
         };
+        // Opening a file is an event too: without this, our own reads (and the Trainer's)
+        // would wake the scans that make them, over and over.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         let relevant = event.paths.iter().any(|path| {
             !path.starts_with(&state_dir)
                 && path.components().any(|c| {
@@ -282,8 +287,11 @@ impl Processing {
                     "report written"
                 );
                 if !summary.embedded.is_empty() {
+                    let streaks = announced.streaks.clone();
                     announced.checkpoint(&report);
-                    announced.save(&state)?;
+                    if announced.streaks != streaks {
+                        announced.save(&state)?;
+                    }
                 }
                 latest_report = Some(report);
             }
@@ -340,6 +348,7 @@ impl Processing {
     /// Waits for the first checkpoint with a config: a daemon may start before training does.
     fn open_pipeline(&mut self) -> Result<Option<Pipeline>, WatchError> {
         let mut told = false;
+        let mut last_reason = None;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(None);
@@ -357,7 +366,11 @@ impl Processing {
                 Err(PipelineError::Checkpoint(error)) if still_being_written(&error) => {
                     // The Trainer writes nothing atomically: a file that does not parse
                     // (or went away) now is looked at again, as it is after start-up.
-                    tracing::info!(%error, "waiting for the first checkpoint to be written");
+                    let reason = error.to_string();
+                    if last_reason.as_ref() != Some(&reason) {
+                        tracing::info!(%reason, "waiting for the first checkpoint to be written");
+                        last_reason = Some(reason);
+                    }
                     self.sleep(self.poll.min(WRITING_RESCAN * 5));
                 }
                 Err(error) => return Err(error.into()),
