@@ -378,7 +378,7 @@ fn render(
 
 #[cfg(test)]
 mod tests {
-    use super::super::diff::diff;
+    use super::super::diff::{extend_streaks, material_changes, ActionChange, Streaks};
     use super::*;
 
     fn run(last: u64, max_steps: Option<u64>) -> RunInput {
@@ -758,24 +758,32 @@ mod tests {
             after.recommendations[0].message
         );
         assert_eq!(before.recommendations[0].id, after.recommendations[0].id);
-        assert!(diff(&before.recommendations, &after.recommendations).is_empty());
+        let mut streaks = Streaks::new();
+        extend_streaks(
+            &mut streaks,
+            &before.recommendations,
+            &after.recommendations,
+        );
+        assert!(streaks.is_empty(), "new numbers alone are no change");
 
         // Better F1 turns add_data into targeted_data: a different piece of advice.
         let improved = at(700, 0.9, 0.03);
-        let change = diff(&after.recommendations, &improved.recommendations);
-        assert_eq!(
-            change.new.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["targeted_data:mail"]
+        extend_streaks(
+            &mut streaks,
+            &after.recommendations,
+            &improved.recommendations,
         );
         assert_eq!(
-            change
-                .resolved
-                .iter()
-                .map(|r| r.id.as_str())
-                .collect::<Vec<_>>(),
-            ["add_data:mail"]
+            material_changes(&streaks, &after.recommendations, 1),
+            [(
+                "mail".to_owned(),
+                ActionChange::Changed {
+                    from: Action::AddData,
+                    to: Action::TargetedData
+                }
+            )]
         );
-        assert!(change.changed.is_empty());
+        assert_eq!(improved.recommendations[0].id, "targeted_data:mail");
     }
 
     #[test]

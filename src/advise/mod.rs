@@ -1,8 +1,8 @@
 //! The strategy matrix: per-class dwell onset and F1 turned into advice. Pure, no I/O.
 //!
 //! `advise` places every class in a quadrant of SPEC §5's matrix and picks an
-//! action; `diff` tells which recommendations are new, changed or resolved
-//! since the last advice, so that unchanged advice is not announced twice.
+//! action; `diff` tells which (class, action) changes have held for enough
+//! checkpoints to be announced, so that unchanged advice is not announced twice.
 //! The thresholds and wording come from `Rules` (`rules/default.toml`); the
 //! logic is documented in `docs/ADVICE.md`.
 
@@ -15,9 +15,6 @@ mod template;
 pub use advice::{
     Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
 };
-pub use diff::{
-    announce, diff, extend_streaks, material_changes, ActionChange, AdviceDiff,
-    ChangedRecommendation, Streak, Streaks,
-};
+pub use diff::{announce, extend_streaks, material_changes, ActionChange, Streak, Streaks};
 pub use matrix::{advise, ClassEvidenceInput, DwellInput, RunInput};
 pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};
