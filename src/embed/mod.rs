@@ -4,11 +4,13 @@
 mod candle;
 #[cfg(target_arch = "x86_64")]
 mod cpu;
+mod exported;
 mod lora;
 mod tensors;
 mod worker;
 
 pub use candle::CandleEncoder;
+pub use exported::{exported_classes, list_exported, read_exported, ExportedError, ExportedStep};
 pub use tensors::NamedTensors;
 pub use worker::{EmbedJob, EmbedWorker, JobOutcome};
 
