@@ -15,7 +15,10 @@ use dwell::analyze::detectors::DetectorKind;
 use dwell::analyze::params::Space;
 use dwell::analyze::sweep::SweepRow;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
-use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
+use dwell::checkpoint::{
+    is_remote, load_tokenizer, mirror_dir, prune_mirror, DictionarySearch, Family, Mirror,
+    RemoteRun,
+};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
 use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
@@ -23,7 +26,7 @@ use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::{analyze_stored, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES};
-use dwell::watch::{AnnouncePolicy, EmbedderFactory, WatchConfig};
+use dwell::watch::{AnnouncePolicy, EmbedderFactory, RemoteSource, RunsConfig, WatchConfig};
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
 /// tells you which classes need data, which need redefining, and which are fine.
@@ -61,7 +64,7 @@ impl BackendChoice {
 #[derive(Subcommand)]
 enum Command {
     /// Embed every complete checkpoint of a Trainer output_dir once, then write report.json.
-    Analyze(AnalyzeArgs),
+    Analyze(AnalyzeCommand),
     /// Count trajectories with a stay point for a list of thresholds (the paper's Tables 1 and 2).
     Sweep(SweepArgs),
     /// Attach to a running training job: embed each new checkpoint, keep the report
@@ -217,6 +220,15 @@ enum SweepSpace {
 struct WatchArgs {
     #[command(flatten)]
     pipeline: AnalyzeArgs,
+    /// Watch every run folder (a folder holding checkpoint-*) under ROOT, present or
+    /// appearing later, in place of RUN_DIR: one model thread for all, each run's state
+    /// in ROOT-state/<run>/, an index page ROOT-state/index.html comparing them.
+    #[arg(long, env = "DWELL_RUNS", value_name = "ROOT")]
+    runs: Option<PathBuf>,
+    /// With --runs: seconds without a new checkpoint, with nothing left to embed, after
+    /// which a run is finished (final report and message) [default: 1800].
+    #[arg(long, env = "DWELL_IDLE", requires = "runs")]
+    idle: Option<f64>,
     /// Slack incoming-webhook URL (a secret: never logged).
     #[arg(long, env = "DWELL_SLACK_WEBHOOK", hide_env_values = true)]
     slack_webhook: Option<String>,
@@ -254,9 +266,25 @@ struct WatchArgs {
 }
 
 #[derive(Args)]
+struct AnalyzeCommand {
+    #[command(flatten)]
+    pipeline: AnalyzeArgs,
+    /// Analyse embeddings computed elsewhere instead of a run: a folder of
+    /// step-<N>.safetensors (cls [P,H], optional logits [P,C]) or step-<N>.npy (+
+    /// step-<N>.logits.npy), rows in probe order (docs/EMBEDDINGS.md). The state
+    /// defaults to DIR/.dwell.
+    #[arg(long, env = "DWELL_EMBEDDINGS", value_name = "DIR")]
+    embeddings: Option<PathBuf>,
+    /// The planned length of the run the embeddings come from (trainer_state.json's
+    /// max_steps for a Trainer run), for the advice's early cutoff; with --embeddings.
+    #[arg(long, env = "DWELL_MAX_STEPS", requires = "embeddings")]
+    max_steps: Option<u64>,
+}
+
+#[derive(Args)]
 struct AnalyzeArgs {
     /// The Hugging Face Trainer output_dir (finished or still running).
-    run_dir: PathBuf,
+    run_dir: Option<PathBuf>,
     /// Labelled probe set: JSON Lines, CSV or TSV with `text` and `label` (and optionally `id`).
     #[arg(long, env = "DWELL_PROBE")]
     probe: PathBuf,
@@ -371,14 +399,33 @@ fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     }
 }
 
+/// The run a command reads: RUN_DIR, or the folder another flag names in its place.
+fn run_source(
+    run_dir: Option<PathBuf>,
+    instead: Option<PathBuf>,
+    flag: &str,
+) -> anyhow::Result<PathBuf> {
+    match (run_dir, instead) {
+        (Some(run_dir), None) => Ok(run_dir),
+        (None, Some(dir)) => Ok(dir),
+        (Some(run_dir), Some(dir)) => anyhow::bail!(
+            "give RUN_DIR ({}) or {flag} ({}), not both",
+            run_dir.display(),
+            dir.display()
+        ),
+        (None, None) => anyhow::bail!("give RUN_DIR (the Trainer's output_dir) or {flag}"),
+    }
+}
+
 fn pipeline_config(
     args: AnalyzeArgs,
+    run_dir: PathBuf,
     config: &DwellConfig,
     settle: Duration,
     secure_copy_limit: u64,
 ) -> anyhow::Result<PipelineConfig> {
     Ok(PipelineConfig {
-        run_dir: args.run_dir,
+        run_dir,
         probe: args.probe,
         state_dir: args.state,
         max_len: args.max_len,
@@ -397,7 +444,7 @@ fn pipeline_config(
     })
 }
 
-fn watch(args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
+fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
     let config = load_config(args.pipeline.config.as_deref())?;
     let file = &config.watch;
     let seconds = |flag: Option<f64>, file: Option<f64>, default: f64, name: &str| {
@@ -445,9 +492,83 @@ fn watch(args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
         .secure_copy_limit
         .or(file.secure_copy_limit_mib)
         .unwrap_or(DEFAULT_COPY_LIMIT_BYTES >> 20);
+    if let Some(root) = args.runs.take() {
+        anyhow::ensure!(
+            args.pipeline.run_dir.is_none(),
+            "give RUN_DIR or --runs ROOT, not both"
+        );
+        anyhow::ensure!(
+            args.pipeline.state.is_none(),
+            "--runs keeps each run's state in ROOT-state/<run>/: --state does not apply"
+        );
+        let idle = seconds(args.idle, None, 1800.0, "idle")?;
+        let runs = RunsConfig {
+            exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
+            pipeline: pipeline_config(
+                args.pipeline,
+                root.clone(),
+                &config,
+                settle,
+                copy_limit_mib << 20,
+            )?,
+            root,
+            poll,
+            idle,
+            sinks,
+            flush_deadline: Duration::from_secs(5),
+            announce,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let exit = runtime.block_on(dwell::watch::watch_runs(
+            runs,
+            model_embedders(batch_size, backend),
+            stop_signal(),
+        ))?;
+        tracing::info!(?exit, "dwell watch exits");
+        return Ok(());
+    }
+    let run_dir = args
+        .pipeline
+        .run_dir
+        .take()
+        .context("give RUN_DIR (the Trainer's output_dir) or --runs ROOT")?;
+    let remote = match run_dir.to_str().filter(|run| is_remote(run)) {
+        Some(url) => Some(RemoteRun::from_url(url)?),
+        None => None,
+    };
+    if let Some(run) = &remote {
+        let state = args.pipeline.state.as_deref().with_context(|| {
+            format!(
+                "{} is on object storage: give --state DIR, a local folder for the state",
+                run.url()
+            )
+        })?;
+        args.pipeline.state = Some(state.to_path_buf());
+    }
+    let run_dir = match (&remote, &args.pipeline.state) {
+        (Some(_), Some(state)) => mirror_dir(state),
+        _ => run_dir,
+    };
     let watch_config = WatchConfig {
         exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
-        pipeline: pipeline_config(args.pipeline, &config, settle, copy_limit_mib << 20)?,
+        pipeline: pipeline_config(
+            args.pipeline,
+            run_dir,
+            &config,
+            // The mirror applies the settle rule to the listing and renames each
+            // checkpoint into place whole: its local copy is settled when it appears.
+            if remote.is_some() {
+                Duration::ZERO
+            } else {
+                settle
+            },
+            copy_limit_mib << 20,
+        )?,
+        remote: remote.map(|run| RemoteSource { run, settle }),
         poll,
         sinks,
         flush_deadline: Duration::from_secs(5),
@@ -514,6 +635,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
         flush_deadline: Duration::from_secs(5),
         announce: AnnouncePolicy::default(),
         metrics_addr: None,
+        remote: None,
     };
     println!(
         "dwell demo: training a 2-layer BERT in {} and watching it",
@@ -801,12 +923,60 @@ fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {
+fn analyze(command: AnalyzeCommand, backend: Choice) -> anyhow::Result<()> {
+    let mut args = command.pipeline;
     let file_config = load_config(args.config.as_deref())?;
-    let config = pipeline_config(args, &file_config, Duration::ZERO, DEFAULT_COPY_LIMIT_BYTES)?;
-    let embedder = ModelEmbedder::choosing(config.batch_size, backend)
-        .context("starting the model runtime")?;
-    let mut pipeline = Pipeline::open(config, Box::new(embedder))?;
+    let exported = command.embeddings.is_some();
+    let run_dir = run_source(args.run_dir.take(), command.embeddings, "--embeddings DIR")?;
+    let remote = match run_dir.to_str().filter(|run| is_remote(run)) {
+        Some(url) => {
+            let state = args.state.clone().with_context(|| {
+                format!(
+                    "{url} is on object storage: give --state DIR, a local folder for the state"
+                )
+            })?;
+            Some(Mirror::new(
+                RemoteRun::from_url(url)?,
+                mirror_dir(&state),
+                Duration::ZERO,
+            ))
+        }
+        None => None,
+    };
+    let remote_url = remote.as_ref().map(|_| run_dir.display().to_string());
+    let run_dir = remote
+        .as_ref()
+        .map_or(run_dir, |mirror| mirror.root().to_path_buf());
+    let config = pipeline_config(
+        args,
+        run_dir,
+        &file_config,
+        Duration::ZERO,
+        DEFAULT_COPY_LIMIT_BYTES,
+    )?;
+    if let Some(mut mirror) = remote {
+        let stored = StateDir::open_for_intake(&config.state_dir())?.stored_steps()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let started = std::time::Instant::now();
+        let scan = runtime.block_on(mirror.sync(&stored))?;
+        eprintln!(
+            "fetched {} checkpoint(s), {:.1} MiB in {:.1} s into {}",
+            scan.fetched.len(),
+            scan.bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64(),
+            mirror.root().display()
+        );
+    }
+    let mut pipeline = if exported {
+        Pipeline::open_exported(config, command.max_steps)?
+    } else {
+        let embedder = ModelEmbedder::choosing(config.batch_size, backend)
+            .context("starting the model runtime")?;
+        Pipeline::open(config, Box::new(embedder))?
+    };
     let started = std::time::Instant::now();
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} checkpoints {elapsed}")
@@ -830,7 +1000,17 @@ fn analyze(args: AnalyzeArgs, backend: Choice) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let embedding_seconds = started.elapsed().as_secs_f64();
-    let report = pipeline.build_report()?;
+    if let Some(url) = &remote_url {
+        prune_mirror(
+            &pipeline.config().run_dir,
+            &pipeline.state().stored_steps()?,
+        )?;
+        tracing::info!(run = %url, "embedded from object storage");
+    }
+    let mut report = pipeline.build_report()?;
+    if let Some(url) = &remote_url {
+        report.run.directory = PathBuf::from(url);
+    }
     let path = write_json(pipeline.state(), &report)?;
     let figures = pipeline.figures(&report)?;
     let html = write_html(pipeline.state(), &figures)?;

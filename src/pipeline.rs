@@ -18,8 +18,8 @@ use crate::checkpoint::{
     TrainerState, WeightFiles,
 };
 use crate::embed::{
-    BaseModel, EmbedError, EmbedJob, EmbedWorker, Embedder, ModelSource, NamedTensors,
-    TokenizedProbe,
+    exported_classes, list_exported, read_exported, BaseModel, EmbedError, EmbedJob, EmbedWorker,
+    Embedder, ExportedError, ModelSource, NamedTensors, TokenizedProbe,
 };
 use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
@@ -89,6 +89,10 @@ pub enum PipelineError {
         "{path}: config.json has no id2label: dwell needs the class names of a sequence classifier"
     )]
     NoLabels { path: PathBuf },
+    #[error(transparent)]
+    Exported(#[from] ExportedError),
+    #[error("{0}: no step-<N>.safetensors or step-<N>.npy file (see docs/EMBEDDINGS.md)")]
+    NoExported(PathBuf),
     #[error("the embedding thread stopped unexpectedly")]
     WorkerGone,
     #[error("{path}: {message}")]
@@ -159,6 +163,18 @@ fn folder_fingerprint(dir: &Path) -> Option<FolderFingerprint> {
     Some(files)
 }
 
+/// Where the pipeline's embeddings come from.
+enum Source {
+    /// Checkpoints, embedded on the embedding thread (shared by the runs of one
+    /// `watch --runs`: one model thread for them all, one job at a time).
+    Model(Arc<EmbedWorker>),
+    /// Files written by another framework, in the run directory's place.
+    Exported { max_steps: Option<u64> },
+}
+
+/// `report.json`'s `run.model_type` for embeddings read from files.
+pub const EXPORTED_MODEL_TYPE: &str = "exported";
+
 pub struct Pipeline {
     config: PipelineConfig,
     probe: LabelledFile,
@@ -169,7 +185,7 @@ pub struct Pipeline {
     /// `--base-model`, found.
     base_dir: Option<PathBuf>,
     state: StateDir,
-    worker: EmbedWorker,
+    source: Source,
     /// Tokenised probe sets by tokenizer content hash: the probe is tokenised once per tokenizer.
     tokenized: HashMap<String, Arc<TokenizedProbe>>,
     skipped: BTreeMap<u64, SkippedCheckpoint>,
@@ -194,25 +210,62 @@ impl Pipeline {
         config: PipelineConfig,
         embedder: Box<dyn Embedder>,
     ) -> Result<Self, PipelineError> {
-        let probe = load_probe(&config.probe)?;
-        let base_dir = match &config.base_model {
-            Some(base) => Some(locate_model(
-                &base.to_string_lossy(),
-                None,
-                &[],
-                Path::new("--base-model"),
-            )?),
-            None => None,
-        };
-        let (labels, family) = run_labels(&config, &probe, base_dir.as_deref())?;
+        let run = RunModel::read(&config)?;
         // A backend that cannot run this family is the run's problem, not each checkpoint's.
         embedder
-            .accepts(family)
+            .accepts(run.family)
             .map_err(|error| PipelineError::Embedder {
                 run_dir: config.run_dir.clone(),
                 error: Box::new(error),
             })?;
-        let model_type = family.model_type().to_string();
+        run.assemble(config, Arc::new(EmbedWorker::spawn(embedder)))
+    }
+
+    /// A pipeline whose checkpoints are embedded on `worker`, an embedding thread other
+    /// pipelines may share (used from one thread at a time: a job's outcome is read
+    /// right after it is submitted). A family the worker's backend cannot run fails
+    /// each checkpoint with the backend's reason, listed as skipped.
+    pub fn open_on(
+        config: PipelineConfig,
+        worker: Arc<EmbedWorker>,
+    ) -> Result<Self, PipelineError> {
+        RunModel::read(&config)?.assemble(config, worker)
+    }
+
+    /// A pipeline over embeddings computed elsewhere: `config.run_dir` is a folder of
+    /// `step-<N>` files (see `embed::list_exported`), stored as they are read, in place
+    /// of checkpoints embedded here. The labels are `--labels` (the logits' column
+    /// order), or integer class ids in the probe; `max_steps` is the run's planned
+    /// length, which the advice's early cutoff needs.
+    pub fn open_exported(
+        config: PipelineConfig,
+        max_steps: Option<u64>,
+    ) -> Result<Self, PipelineError> {
+        let probe = load_probe(&config.probe)?;
+        let steps = list_exported(&config.run_dir)?;
+        let Some(first) = steps.values().next() else {
+            return Err(PipelineError::NoExported(config.run_dir.clone()));
+        };
+        let classes = exported_classes(first)?;
+        let labels = exported_labels(&config, &probe, classes, first.path())?;
+        Self::assemble(
+            config,
+            probe,
+            labels,
+            EXPORTED_MODEL_TYPE.to_string(),
+            None,
+            Source::Exported { max_steps },
+        )
+    }
+
+    fn assemble(
+        config: PipelineConfig,
+        probe: LabelledFile,
+        labels: LabelSet,
+        model_type: String,
+        base_dir: Option<PathBuf>,
+        source: Source,
+    ) -> Result<Self, PipelineError> {
         let probe_labels = labels.resolve(&probe)?;
         let train_counts = match &config.train {
             Some(path) => {
@@ -242,7 +295,7 @@ impl Pipeline {
             model_type,
             base_dir,
             state,
-            worker: EmbedWorker::spawn(embedder),
+            source,
             tokenized: HashMap::new(),
             skipped: BTreeMap::new(),
             failed_as: HashMap::new(),
@@ -287,6 +340,9 @@ impl Pipeline {
         stop: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<PassSummary, PipelineError> {
+        if let Source::Exported { .. } = self.source {
+            return self.store_exported(limit, stop, on_progress);
+        }
         let stored = self.state.stored_steps()?;
         // One clock reading for the whole scan: read per checkpoint, a slow scan (a busy
         // machine) could find a later checkpoint settled and an earlier one, first seen
@@ -394,11 +450,13 @@ impl Pipeline {
                     continue;
                 }
             };
-            if !self.worker.submit(job) {
+            let Source::Model(worker) = &self.source else {
+                unreachable!("exported embeddings returned above");
+            };
+            if !worker.submit(job) {
                 return Err(PipelineError::WorkerGone);
             }
-            let outcome = self
-                .worker
+            let outcome = worker
                 .next_outcome(Duration::MAX)
                 .ok_or(PipelineError::WorkerGone)?;
             let checkpoint = CheckpointDir {
@@ -446,6 +504,55 @@ impl Pipeline {
                     );
                 }
             }
+        }
+        Ok(summary)
+    }
+
+    /// Stores each exported step not stored yet, in step order, at most `limit` of them.
+    /// A file that does not fit the probe set is an error naming it: the files are the
+    /// user's finished output, not a run in progress whose next checkpoint may do better.
+    fn store_exported(
+        &mut self,
+        limit: usize,
+        stop: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<PassSummary, PipelineError> {
+        let stored = self.state.stored_steps()?;
+        let mut summary = PassSummary::default();
+        let mut ready = Vec::new();
+        for (step, files) in list_exported(&self.config.run_dir)? {
+            if stored.contains(&step) {
+                summary.already_stored += 1;
+            } else {
+                ready.push((step, files));
+            }
+        }
+        on_progress(Progress::Planned {
+            checkpoints: ready.len(),
+        });
+        let ready_count = ready.len();
+        for (index, (step, files)) in ready.into_iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                summary.interrupted = true;
+                break;
+            }
+            if index == limit {
+                summary.deferred = ready_count - limit;
+                break;
+            }
+            let started = Instant::now();
+            let embeddings =
+                read_exported(&files, self.probe.examples.len(), self.labels.names.len())?;
+            let source = files.path().file_name().map_or_else(
+                || format!("step-{step}"),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            self.state.write_embeddings(step, &embeddings, &source)?;
+            summary.embedded.push(step);
+            on_progress(Progress::Embedded {
+                step,
+                elapsed: started.elapsed(),
+            });
         }
         Ok(summary)
     }
@@ -748,14 +855,18 @@ impl Pipeline {
             .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
         let trainer_state = self.latest_trainer_state.as_ref();
+        let max_steps = match self.source {
+            Source::Exported { max_steps } => max_steps,
+            Source::Model(_) => trainer_state.and_then(|s| s.max_steps),
+        };
+        let finished = match self.source {
+            Source::Exported { max_steps } => max_steps
+                .zip(checkpoints.last())
+                .is_some_and(|(max, latest)| latest.step >= max),
+            Source::Model(_) => trainer_state.is_some_and(TrainerState::is_finished),
+        };
         let advice = analysis.as_ref().map(|analysis| {
-            self.advise(
-                analysis,
-                &checkpoints,
-                latest_confusion,
-                &counts,
-                trainer_state.and_then(|s| s.max_steps),
-            )
+            self.advise(analysis, &checkpoints, latest_confusion, &counts, max_steps)
         });
         let classes = analysis
             .as_ref()
@@ -807,8 +918,8 @@ impl Pipeline {
                 model_type: self.model_type.clone(),
                 labels: names.clone(),
                 latest_step: checkpoints.last().map(|c| c.step),
-                max_steps: trainer_state.and_then(|s| s.max_steps),
-                finished: trainer_state.is_some_and(TrainerState::is_finished),
+                max_steps,
+                finished,
                 base_model: self.config.base_model.clone(),
             },
             probe: ProbeInfo {
@@ -879,10 +990,10 @@ impl Pipeline {
         let is_base = step == 0 && self.config.base_model.is_some();
         let summary = CheckpointSummary {
             step,
-            source: if is_base {
-                "base model".into()
-            } else {
-                format!("checkpoint-{step}")
+            source: match self.source {
+                _ if is_base => "base model".into(),
+                Source::Model(_) => format!("checkpoint-{step}"),
+                Source::Exported { .. } => format!("step-{step}"),
             },
             macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
             accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
@@ -961,6 +1072,52 @@ impl Pipeline {
             max_steps,
         };
         advise(&self.config.rules, &run, &classes)
+    }
+}
+
+/// What a run's checkpoints say before any is embedded: the probe validated against
+/// their labels, the family, the base model found.
+struct RunModel {
+    probe: LabelledFile,
+    labels: LabelSet,
+    family: Family,
+    base_dir: Option<PathBuf>,
+}
+
+impl RunModel {
+    fn read(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        let probe = load_probe(&config.probe)?;
+        let base_dir = match &config.base_model {
+            Some(base) => Some(locate_model(
+                &base.to_string_lossy(),
+                None,
+                &[],
+                Path::new("--base-model"),
+            )?),
+            None => None,
+        };
+        let (labels, family) = run_labels(config, &probe, base_dir.as_deref())?;
+        Ok(Self {
+            probe,
+            labels,
+            family,
+            base_dir,
+        })
+    }
+
+    fn assemble(
+        self,
+        config: PipelineConfig,
+        worker: Arc<EmbedWorker>,
+    ) -> Result<Pipeline, PipelineError> {
+        Pipeline::assemble(
+            config,
+            self.probe,
+            self.labels,
+            self.family.model_type().to_string(),
+            self.base_dir,
+            Source::Model(worker),
+        )
     }
 }
 
@@ -1046,6 +1203,54 @@ fn run_labels(
         Some(error) => Err(error.into()),
         None => Err(PipelineError::NoCheckpoint(config.run_dir.to_path_buf())),
     }
+}
+
+/// The labels of exported embeddings: `--labels`, or the probe's integer class ids
+/// (`0..classes`, where `classes` is the logits' column count, else the largest id + 1).
+/// Names in the probe alone do not say which logit column is which class.
+fn exported_labels(
+    config: &PipelineConfig,
+    probe: &LabelledFile,
+    classes: Option<usize>,
+    first: &Path,
+) -> Result<LabelSet, PipelineError> {
+    if let Some(labels) = &config.labels {
+        let labels = parse_labels(labels)?;
+        if let Some(classes) = classes.filter(|&c| c != labels.names.len()) {
+            return Err(PipelineError::Labels {
+                path: first.to_path_buf(),
+                message: format!(
+                    "the logits have {classes} columns, --labels names {}",
+                    labels.names.len()
+                ),
+            });
+        }
+        return Ok(labels);
+    }
+    let ids: Option<Vec<usize>> = probe
+        .examples
+        .iter()
+        .map(|example| match &example.label {
+            RawLabel::Id(id) => usize::try_from(*id).ok(),
+            RawLabel::Name(name) => name.parse().ok(),
+        })
+        .collect();
+    let count = match (ids, classes) {
+        (Some(ids), Some(classes)) if ids.iter().all(|&id| id < classes) => classes,
+        (Some(ids), None) => ids.iter().max().map_or(0, |max| max + 1),
+        _ => {
+            return Err(PipelineError::Labels {
+                path: config.probe.clone(),
+                message: "exported embeddings do not name their classes: give --labels \
+                          NAME,NAME,... (the logits' column order) or --labels FILE (one \
+                          name a line), or label the probe with integer class ids"
+                    .into(),
+            })
+        }
+    };
+    Ok(LabelSet {
+        names: (0..count).map(|id| id.to_string()).collect(),
+    })
 }
 
 /// `--labels`: a file of one name a line, or names separated by commas.

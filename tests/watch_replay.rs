@@ -93,6 +93,7 @@ fn watch_config(run: &Path, state: &Path, slack: &SlackLike, metrics_port: u16) 
         flush_deadline: Duration::from_secs(10),
         announce: AnnouncePolicy::default(),
         metrics_addr: Some(([127, 0, 0, 1], metrics_port).into()),
+        remote: None,
     }
 }
 

@@ -57,7 +57,7 @@ pub fn discover(run_dir: &Path) -> Result<Discovery, CheckpointError> {
     Ok(Discovery { checkpoints })
 }
 
-fn parse_checkpoint_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_checkpoint_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("checkpoint-")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -8,6 +8,7 @@ mod discovery;
 mod encoder;
 mod hub;
 mod japanese;
+mod remote;
 mod tokenizer;
 mod trainer_state;
 mod weights;
@@ -21,6 +22,9 @@ pub use encoder::{
 };
 pub use hub::locate_model;
 pub use japanese::DictionarySearch;
+pub use remote::{
+    is_remote, mirror_dir, prune_mirror, Mirror, MirrorScan, RemoteError, RemoteRun, RANGE_BYTES,
+};
 pub use tokenizer::{
     build_tokenizer, load_tokenizer, resolve_tokenizer, Encoded, TextTokenizer, TokenizerSource,
 };

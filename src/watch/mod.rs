@@ -6,6 +6,7 @@
 mod announce;
 mod intake;
 mod metrics;
+mod runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use notify::Watcher;
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, Mirror, RemoteRun};
 use crate::embed::{EmbedError, Embedder};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Progress};
 use crate::report::{write_html, write_json, HtmlError, Report};
@@ -25,6 +26,7 @@ use crate::store::{SecuredCheckpoints, StateDir, StateLock, StoreError};
 pub use announce::{notification_for, AnnouncePolicy, Announced};
 pub use intake::{Intake, IntakeError, Scan};
 pub use metrics::Metrics;
+pub use runs::{runs_state_dir, watch_runs, RunsConfig};
 
 /// How often the intake looks again while a checkpoint is being written: soon enough to
 /// secure it before a fast rotation removes it, whatever `--poll` says.
@@ -44,6 +46,16 @@ pub struct WatchConfig {
     pub announce: AnnouncePolicy,
     /// Where `/metrics` and `/healthz` are served, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A run on object storage, mirrored into `pipeline.run_dir` (inside the state
+    /// directory) by polling every `poll`.
+    pub remote: Option<RemoteSource>,
+}
+
+#[derive(Debug)]
+pub struct RemoteSource {
+    pub run: RemoteRun,
+    /// How long a checkpoint's listing must hold before it is fetched.
+    pub settle: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +125,17 @@ pub async fn watch(
     };
     let (events, listened) = channel::<()>();
     let (wake, woken) = channel::<()>();
+    if let Some(remote) = config.remote {
+        let mirror = Mirror::new(remote.run, config.pipeline.run_dir.clone(), remote.settle);
+        tokio::spawn(mirror_remote(
+            mirror,
+            state_dir.clone(),
+            config.poll,
+            remote.settle,
+            events.clone(),
+            stop.clone(),
+        ));
+    }
     // Kept alive for the whole watch: dropping it stops the events.
     let _watcher = watch_run_dir(&config.pipeline.run_dir, &state_dir, events.clone());
     let intake_thread = {
@@ -164,6 +187,45 @@ pub async fn watch(
         }
     }
     Ok(exit)
+}
+
+/// Polls a remote run into its mirror; each fetch wakes the intake as a file event would.
+async fn mirror_remote(
+    mut mirror: Mirror,
+    state_dir: PathBuf,
+    poll: Duration,
+    settle: Duration,
+    events: Sender<()>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut last_error = None;
+    while !stop.load(Ordering::Relaxed) {
+        let synced = match StateDir::open_for_intake(&state_dir).and_then(|s| s.stored_steps()) {
+            Ok(stored) => mirror.sync(&stored).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let wait = match synced {
+            Ok(scan) => {
+                last_error = None;
+                if !scan.fetched.is_empty() {
+                    let _ = events.send(());
+                }
+                if scan.being_written > 0 {
+                    poll.min(settle / 2)
+                } else {
+                    poll
+                }
+            }
+            Err(error) => {
+                if last_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "could not list or fetch the remote run; trying again");
+                    last_error = Some(error);
+                }
+                poll
+            }
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+    }
 }
 
 /// The intake's loop: a scan on every event burst and every `poll`, closely while a
@@ -302,22 +364,18 @@ impl Processing {
             let finished = pipeline.run_finished() && all_done;
             let mut wait_for_message = None;
             if let (false, Some(report)) = (finished, &latest_report) {
-                wait_for_message = self.announce_changes(report, &mut announced, &state)?;
+                wait_for_message = announce_changes(
+                    &self.announce,
+                    &self.sinks,
+                    &self.metrics,
+                    report,
+                    &mut announced,
+                    &state,
+                )?;
             }
             if finished {
                 if let (false, Some(report)) = (announced.finished, &latest_report) {
-                    // The end: every change still pending goes with the summary.
-                    let changes = announced.take_changes(report, 0, std::time::SystemTime::now());
-                    self.metrics.advice_changes(changes.len());
-                    self.send_all(notification_for(
-                        report,
-                        crate::sinks::NotificationKind::RunFinished,
-                        changes,
-                        &state,
-                    ));
-                    announced.finished = true;
-                    announced.save(&state)?;
-                    tracing::info!(step = report.run.latest_step, "the run has finished");
+                    announce_finish(&self.sinks, &self.metrics, report, &mut announced, &state)?;
                 }
                 if self.exit_on_finish {
                     return Ok((WatchExit::Finished, self.sinks));
@@ -386,51 +444,80 @@ impl Processing {
         }
         while self.woken.try_recv().is_ok() {}
     }
+}
 
-    /// Sends the changes that have held long enough, unless the last message is too
-    /// recent; then says how long until one may go.
-    fn announce_changes(
-        &self,
-        report: &Report,
-        announced: &mut Announced,
-        state: &StateDir,
-    ) -> Result<Option<Duration>, WatchError> {
-        let hold = self.announce.hold_checkpoints;
-        let due =
-            crate::advise::material_changes(&announced.streaks, &announced.recommendations, hold);
-        if due.is_empty() {
-            return Ok(None);
-        }
-        let now = std::time::SystemTime::now();
-        let wait = announced.wait_before_message(&self.announce, now);
-        if !wait.is_zero() {
-            tracing::debug!(
-                pending = due.len(),
-                seconds = wait.as_secs_f64(),
-                "advice changes held back by the minimum interval"
-            );
-            return Ok(Some(wait));
-        }
-        let changes = announced.take_changes(report, hold, now);
-        tracing::info!(changes = changes.len(), "advice changed");
-        self.metrics.advice_changes(changes.len());
-        self.send_all(notification_for(
+/// Sends the changes that have held long enough, unless the last message is too
+/// recent; then says how long until one may go.
+fn announce_changes(
+    policy: &AnnouncePolicy,
+    sinks: &[SinkHandle],
+    metrics: &Metrics,
+    report: &Report,
+    announced: &mut Announced,
+    state: &StateDir,
+) -> Result<Option<Duration>, WatchError> {
+    let hold = policy.hold_checkpoints;
+    let due = crate::advise::material_changes(&announced.streaks, &announced.recommendations, hold);
+    if due.is_empty() {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now();
+    let wait = announced.wait_before_message(policy, now);
+    if !wait.is_zero() {
+        tracing::debug!(
+            pending = due.len(),
+            seconds = wait.as_secs_f64(),
+            "advice changes held back by the minimum interval"
+        );
+        return Ok(Some(wait));
+    }
+    let changes = announced.take_changes(report, hold, now);
+    tracing::info!(run = %report.run.directory.display(), changes = changes.len(), "advice changed");
+    metrics.advice_changes(changes.len());
+    send_all(
+        sinks,
+        notification_for(
             report,
             crate::sinks::NotificationKind::AdviceChanged,
             changes,
             state,
-        ));
-        // Recorded after the senders queued it on disk: a crash in between repeats a
-        // message rather than losing one.
-        announced.save(state)?;
-        Ok(None)
-    }
+        ),
+    );
+    // Recorded after the senders queued it on disk: a crash in between repeats a
+    // message rather than losing one.
+    announced.save(state)?;
+    Ok(None)
+}
 
-    fn send_all(&self, notification: crate::sinks::Notification) {
-        for sink in &self.sinks {
-            if let Err(error) = sink.send(notification.clone()) {
-                tracing::error!(sink = sink.name(), %error, "could not queue a notification");
-            }
+/// The run's end: every change still pending goes with the summary.
+fn announce_finish(
+    sinks: &[SinkHandle],
+    metrics: &Metrics,
+    report: &Report,
+    announced: &mut Announced,
+    state: &StateDir,
+) -> Result<(), WatchError> {
+    let changes = announced.take_changes(report, 0, std::time::SystemTime::now());
+    metrics.advice_changes(changes.len());
+    send_all(
+        sinks,
+        notification_for(
+            report,
+            crate::sinks::NotificationKind::RunFinished,
+            changes,
+            state,
+        ),
+    );
+    announced.finished = true;
+    announced.save(state)?;
+    tracing::info!(run = %report.run.directory.display(), step = report.run.latest_step, "the run has finished");
+    Ok(())
+}
+
+fn send_all(sinks: &[SinkHandle], notification: crate::sinks::Notification) {
+    for sink in sinks {
+        if let Err(error) = sink.send(notification.clone()) {
+            tracing::error!(sink = sink.name(), %error, "could not queue a notification");
         }
     }
 }
