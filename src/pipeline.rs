@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,7 +168,7 @@ fn folder_fingerprint(dir: &Path) -> Option<FolderFingerprint> {
 enum Source {
     /// Checkpoints, embedded on the embedding thread (shared by the runs of one
     /// `watch --runs`: one model thread for them all, one job at a time).
-    Model(Arc<EmbedWorker>),
+    Model(Rc<EmbedWorker>),
     /// Files written by another framework, in the run directory's place.
     Exported { max_steps: Option<u64> },
 }
@@ -218,17 +219,14 @@ impl Pipeline {
                 run_dir: config.run_dir.clone(),
                 error: Box::new(error),
             })?;
-        run.assemble(config, Arc::new(EmbedWorker::spawn(embedder)))
+        run.assemble(config, Rc::new(EmbedWorker::spawn(embedder)))
     }
 
     /// A pipeline whose checkpoints are embedded on `worker`, an embedding thread other
     /// pipelines may share (used from one thread at a time: a job's outcome is read
     /// right after it is submitted). A family the worker's backend cannot run fails
     /// each checkpoint with the backend's reason, listed as skipped.
-    pub fn open_on(
-        config: PipelineConfig,
-        worker: Arc<EmbedWorker>,
-    ) -> Result<Self, PipelineError> {
+    pub fn open_on(config: PipelineConfig, worker: Rc<EmbedWorker>) -> Result<Self, PipelineError> {
         RunModel::read(&config)?.assemble(config, worker)
     }
 
@@ -1108,7 +1106,7 @@ impl RunModel {
     fn assemble(
         self,
         config: PipelineConfig,
-        worker: Arc<EmbedWorker>,
+        worker: Rc<EmbedWorker>,
     ) -> Result<Pipeline, PipelineError> {
         Pipeline::assemble(
             config,

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,7 +134,7 @@ impl RunWatch {
     }
 
     /// Opens the run's pipeline once it has a checkpoint to open; false while waiting.
-    fn open(&mut self, config: &RunsConfig, worker: &Arc<EmbedWorker>) -> Result<bool, WatchError> {
+    fn open(&mut self, config: &RunsConfig, worker: &Rc<EmbedWorker>) -> Result<bool, WatchError> {
         let pipeline_config = PipelineConfig {
             run_dir: self.dir.clone(),
             state_dir: Some(self.state_dir.clone()),
@@ -176,7 +177,7 @@ impl RunWatch {
     fn step(
         &mut self,
         config: &RunsConfig,
-        worker: &Arc<EmbedWorker>,
+        worker: &Rc<EmbedWorker>,
         stop: &AtomicBool,
         metrics: &Metrics,
     ) -> Result<Step, WatchError> {
@@ -325,7 +326,7 @@ pub async fn watch_runs(
     let looping = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let worker = Arc::new(EmbedWorker::spawn(embedder));
+            let worker = Rc::new(EmbedWorker::spawn(embedder));
             run_loop(&config, &state_root, &worker, &stop)
         })
     };
@@ -355,7 +356,7 @@ type LoopResult = Result<(WatchExit, Vec<SinkHandle>), WatchError>;
 fn run_loop(
     config: &RunsConfig,
     state_root: &Path,
-    worker: &Arc<EmbedWorker>,
+    worker: &Rc<EmbedWorker>,
     stop: &AtomicBool,
 ) -> LoopResult {
     let metrics = Metrics::new();
