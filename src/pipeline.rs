@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::advise::{advise, Advice, ClassEvidenceInput, DwellInput, Rules, RunInput};
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use crate::analyze::cluster::{cluster, Clustering};
+use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 use crate::checkpoint::{
@@ -28,7 +30,7 @@ use crate::report::{
     AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report,
     RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
 };
-use crate::store::{class_counts, Manifest, StateDir, StoreError};
+use crate::store::{class_counts, Manifest, StateDir, StoreError, StoredEmbeddings};
 
 /// Probe examples per forward pass unless `--batch-size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -750,36 +752,14 @@ impl Pipeline {
 
     /// Per-class F1 of one stored checkpoint from its logits (none for a base model).
     fn score(&self, step: u64) -> Result<ScoredCheckpoint, PipelineError> {
-        let names = &self.labels.names;
         let stored = self.state.read_embeddings(step)?;
-        let confusion = stored.logits.as_ref().map(|logits| {
-            let predicted = predictions(logits, stored.num_labels);
-            ConfusionMatrix::new(&self.probe_labels, &predicted, names.len())
-        });
-        let scores = confusion.as_ref().map(|matrix| {
-            let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
-            let accuracy = correct as f64 / self.probe_labels.len().max(1) as f64;
-            (matrix.scores(), accuracy)
-        });
         let is_base = step == 0 && self.config.base_model.is_some();
-        let summary = CheckpointSummary {
-            step,
-            source: if is_base {
-                "base model".into()
-            } else {
-                format!("checkpoint-{step}")
-            },
-            macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
-            accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
-            per_class_f1: scores.as_ref().map(|(s, _)| {
-                names
-                    .iter()
-                    .zip(s)
-                    .map(|(name, score)| (name.clone(), score.f1))
-                    .collect()
-            }),
-        };
-        Ok(ScoredCheckpoint { summary, confusion })
+        Ok(score_stored(
+            &stored,
+            &self.probe_labels,
+            &self.labels.names,
+            is_base,
+        ))
     }
 
     /// The strategy matrix over the stored evidence (SPEC §5).
@@ -791,68 +771,141 @@ impl Pipeline {
         counts: &BTreeMap<String, usize>,
         max_steps: Option<u64>,
     ) -> Advice {
-        let names = &self.labels.names;
-        let scored: Vec<&CheckpointSummary> = checkpoints
-            .iter()
-            .filter(|c| c.per_class_f1.is_some())
-            .collect();
-        let classes: Vec<ClassEvidenceInput> = analysis
-            .classes
-            .iter()
-            .map(|class| {
-                let label = &names[class.class];
-                let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
-                    onset_step,
-                    dwell_fraction: fraction.unwrap_or(0.0),
-                };
-                let dwell = &class.dwell;
-                ClassEvidenceInput {
-                    label: label.clone(),
-                    probe_count: counts[label],
-                    dwell: BTreeMap::from([
-                        (
-                            "distance".to_string(),
-                            dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
-                        ),
-                        (
-                            "straightness".to_string(),
-                            dwell_input(
-                                dwell.straightness.onset_step,
-                                dwell.straightness.dwell_fraction,
-                            ),
-                        ),
-                        (
-                            "relative".to_string(),
-                            dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
-                        ),
-                    ]),
-                    f1_series: scored
-                        .iter()
-                        .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
-                        .collect(),
-                    latest_speed: class.speed.last().and_then(|s| s.value),
-                    most_confused_with: latest_confusion
-                        .and_then(|m| m.most_confused_with(class.class))
-                        .map(|(other, share)| (names[other].clone(), share)),
-                    train_count: self
-                        .train_counts
-                        .as_ref()
-                        .and_then(|counts| counts.get(label).copied()),
-                }
-            })
-            .collect();
-        let run = RunInput {
-            steps: scored.iter().map(|c| c.step).collect(),
-            max_steps,
-        };
-        advise(&self.config.rules, &run, &classes)
+        advise_stored(
+            analysis,
+            &StoredEvidence {
+                names: &self.labels.names,
+                checkpoints,
+                latest_confusion,
+                probe_counts: counts,
+                train_counts: self.train_counts.as_ref(),
+                max_steps,
+            },
+            &self.config.rules,
+        )
     }
 }
 
-struct ScoredCheckpoint {
-    summary: CheckpointSummary,
+/// A stored checkpoint's scores: per-class F1 and accuracy from its logits, and the
+/// confusion matrix (none for a model without a classification head).
+pub fn score_stored(
+    stored: &StoredEmbeddings,
+    probe_labels: &[usize],
+    names: &[String],
+    is_base: bool,
+) -> ScoredCheckpoint {
+    let step = stored.step;
+    let confusion = stored.logits.as_ref().map(|logits| {
+        let predicted = predictions(logits, stored.num_labels);
+        ConfusionMatrix::new(probe_labels, &predicted, names.len())
+    });
+    let scores = confusion.as_ref().map(|matrix| {
+        let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
+        let accuracy = correct as f64 / probe_labels.len().max(1) as f64;
+        (matrix.scores(), accuracy)
+    });
+    let summary = CheckpointSummary {
+        step,
+        source: if is_base {
+            "base model".into()
+        } else {
+            format!("checkpoint-{step}")
+        },
+        macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
+        accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
+        per_class_f1: scores.as_ref().map(|(s, _)| {
+            names
+                .iter()
+                .zip(s)
+                .map(|(name, score)| (name.clone(), score.f1))
+                .collect()
+        }),
+    };
+    ScoredCheckpoint { summary, confusion }
+}
+
+/// What the advice reads besides the trajectory analysis.
+pub struct StoredEvidence<'a> {
+    /// Class names in class-id order.
+    pub names: &'a [String],
+    /// Every stored checkpoint's scores, in step order.
+    pub checkpoints: &'a [CheckpointSummary],
+    /// The latest checkpoint's confusion matrix, if it has logits.
+    pub latest_confusion: Option<&'a ConfusionMatrix>,
+    pub probe_counts: &'a BTreeMap<String, usize>,
+    pub train_counts: Option<&'a BTreeMap<String, usize>>,
+    pub max_steps: Option<u64>,
+}
+
+/// The strategy matrix (SPEC §5) over a run's stored evidence.
+pub fn advise_stored(
+    analysis: &TrajectoryAnalysis,
+    evidence: &StoredEvidence<'_>,
+    rules: &Rules,
+) -> Advice {
+    let names = evidence.names;
+    let scored: Vec<&CheckpointSummary> = evidence
+        .checkpoints
+        .iter()
+        .filter(|c| c.per_class_f1.is_some())
+        .collect();
+    let classes: Vec<ClassEvidenceInput> = analysis
+        .classes
+        .iter()
+        .map(|class| {
+            let label = &names[class.class];
+            let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
+                onset_step,
+                dwell_fraction: fraction.unwrap_or(0.0),
+            };
+            let dwell = &class.dwell;
+            ClassEvidenceInput {
+                label: label.clone(),
+                probe_count: evidence.probe_counts[label],
+                dwell: BTreeMap::from([
+                    (
+                        "distance".to_string(),
+                        dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
+                    ),
+                    (
+                        "straightness".to_string(),
+                        dwell_input(
+                            dwell.straightness.onset_step,
+                            dwell.straightness.dwell_fraction,
+                        ),
+                    ),
+                    (
+                        "relative".to_string(),
+                        dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
+                    ),
+                ]),
+                f1_series: scored
+                    .iter()
+                    .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
+                    .collect(),
+                latest_speed: class.speed.last().and_then(|s| s.value),
+                most_confused_with: evidence
+                    .latest_confusion
+                    .and_then(|m| m.most_confused_with(class.class))
+                    .map(|(other, share)| (names[other].clone(), share)),
+                train_count: evidence
+                    .train_counts
+                    .and_then(|counts| counts.get(label).copied()),
+            }
+        })
+        .collect();
+    let run = RunInput {
+        steps: scored.iter().map(|c| c.step).collect(),
+        max_steps: evidence.max_steps,
+    };
+    advise(rules, &run, &classes)
+}
+
+/// One stored checkpoint as scored.
+pub struct ScoredCheckpoint {
+    pub summary: CheckpointSummary,
     /// `None` for a model without a classification head.
-    confusion: Option<ConfusionMatrix>,
+    pub confusion: Option<ConfusionMatrix>,
 }
 
 /// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
@@ -1108,5 +1161,25 @@ pub fn analyze_state(
     let dim = state.read_embeddings(first)?.hidden;
     let mut source = StoredPositions { state, steps, dim };
     analyze(&mut source, steps, example_classes, num_classes, params)
+        .map_err(|error| PipelineError::Analysis(Box::new(error)))
+}
+
+/// The three clusterings of `analysis`'s examples (final embeddings, whole and trimmed
+/// trajectories) from the stored `[CLS]` positions, trimmed at `detector`'s onsets.
+pub fn cluster_state(
+    state: &StateDir,
+    analysis: &TrajectoryAnalysis,
+    detector: DetectorKind,
+) -> Result<Clustering, PipelineError> {
+    let Some(&first) = analysis.steps.first() else {
+        return Err(PipelineError::NoCheckpoint(state.root().to_path_buf()));
+    };
+    let dim = state.read_embeddings(first)?.hidden;
+    let mut source = StoredPositions {
+        state,
+        steps: &analysis.steps,
+        dim,
+    };
+    cluster(&mut source, analysis, detector)
         .map_err(|error| PipelineError::Analysis(Box::new(error)))
 }

@@ -320,7 +320,7 @@ fn sweep_tables(analysis: &TrajectoryAnalysis) -> Vec<SweepTable> {
                     BETAS.to_vec(),
                 ),
             };
-            let rows = sweep(analysis, detector, &thresholds)
+            let rows = sweep(analysis, detector, &thresholds, None)
                 .expect("sweep thresholds are finite and >= 0")
                 .into_iter()
                 .map(|row| SweepLine {

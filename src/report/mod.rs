@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
-use crate::analyze::detectors::DistanceRule;
+use crate::analyze::cluster::{Clustering, MethodResult};
+use crate::analyze::detectors::{DetectorKind, DistanceRule};
 use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
 use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
 use crate::store::{StateDir, StoreError};
@@ -148,6 +149,115 @@ impl ClassReport {
                 self.dwell.relative.dwell_fraction,
             ),
         }
+    }
+}
+
+/// The three clusterings of the probe examples (docs/ANALYTICS.md, "Clustering").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusteringReport {
+    /// Clusters per method: the classes with probe examples.
+    pub clusters: usize,
+    /// The detector whose onsets end the trimmed trajectories (the advice's).
+    pub trimmed_by: DetectorKind,
+    /// The checkpoint steps trajectories are compared over.
+    pub steps: Vec<u64>,
+    pub methods: ClusteringMethods,
+    /// Examples whose trimmed-trajectory cluster is not their final one: they
+    /// travelled with one group of examples and settled with another.
+    pub moved: Vec<MovedExampleReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusteringMethods {
+    /// Ward linkage on Euclidean distances of the latest checkpoint's embeddings.
+    #[serde(rename = "final")]
+    pub final_embeddings: MethodReport,
+    /// Ward linkage on DTW distances of the whole trajectories.
+    pub trajectory: MethodReport,
+    /// Ward linkage on DTW distances of the trajectories up to each example's onset.
+    pub trimmed: MethodReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodReport {
+    /// Adjusted Rand index against the probe's classes.
+    pub ari_vs_classes: f64,
+    /// Adjusted Rand index against the final-embedding clustering.
+    pub ari_vs_final: f64,
+    pub clusters: Vec<ClusterReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub cluster: usize,
+    pub size: usize,
+    /// The class most of its examples have, and their share.
+    pub majority: String,
+    pub majority_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MovedExampleReport {
+    pub index: usize,
+    pub id: Option<String>,
+    pub label: String,
+    pub trimmed_cluster: usize,
+    pub final_cluster: usize,
+    /// The majority class of its trimmed-trajectory cluster.
+    pub travels_with: String,
+    /// The majority class of its final cluster.
+    pub settles_with: String,
+}
+
+impl ClusteringReport {
+    /// Names classes by label and examples by their probe id.
+    pub fn new(clustering: &Clustering, labels: &[String], ids: &[Option<String>]) -> Self {
+        let method = |result: &MethodResult| MethodReport {
+            ari_vs_classes: result.ari_vs_classes,
+            ari_vs_final: result.ari_vs_final,
+            clusters: result
+                .cluster_summary
+                .iter()
+                .map(|cluster| ClusterReport {
+                    cluster: cluster.cluster,
+                    size: cluster.size,
+                    majority: labels[cluster.majority_class].clone(),
+                    majority_share: cluster.majority_share,
+                })
+                .collect(),
+        };
+        ClusteringReport {
+            clusters: clustering.clusters,
+            trimmed_by: clustering.detector,
+            steps: clustering.steps.clone(),
+            methods: ClusteringMethods {
+                final_embeddings: method(&clustering.methods.final_embeddings),
+                trajectory: method(&clustering.methods.trajectory),
+                trimmed: method(&clustering.methods.trimmed),
+            },
+            moved: clustering
+                .moved
+                .iter()
+                .map(|moved| MovedExampleReport {
+                    index: moved.example,
+                    id: ids.get(moved.example).cloned().flatten(),
+                    label: labels[moved.class].clone(),
+                    trimmed_cluster: moved.trimmed_cluster,
+                    final_cluster: moved.final_cluster,
+                    travels_with: labels[moved.travels_with].clone(),
+                    settles_with: labels[moved.settles_with].clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The analytics' name for the advice rules' detector.
+pub fn detector_kind(detector: Detector) -> DetectorKind {
+    match detector {
+        Detector::Distance => DetectorKind::Distance,
+        Detector::Straightness => DetectorKind::Straightness,
+        Detector::Relative => DetectorKind::Relative,
     }
 }
 
