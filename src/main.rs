@@ -1089,6 +1089,9 @@ fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             confused
         )?;
     }
+    if let Some(run_advice) = &report.run_advice {
+        writeln!(out, "- run: {}", run_advice.message)?;
+    }
     for recommendation in &report.recommendations {
         writeln!(out, "- {}", recommendation.message)?;
     }

@@ -27,8 +27,8 @@ use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
 };
 use crate::report::{
-    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, ProbeInfo, Report,
-    RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+    detector_kind, AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ClusteringReport,
+    DetectorEvidence, ExampleReport, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
 };
 use crate::store::{class_counts, Manifest, StateDir, StoreError, StoredEmbeddings};
 
@@ -665,6 +665,25 @@ impl Pipeline {
                 trainer_state.and_then(|s| s.max_steps),
             )
         });
+        let clustering = match &analysis {
+            Some(analysis) => {
+                let detector = detector_kind(self.config.rules.dwell.detector);
+                let ids: Vec<Option<String>> =
+                    self.probe.examples.iter().map(|e| e.id.clone()).collect();
+                let clustering = cluster_state(&self.state, analysis, detector)?;
+                Some(ClusteringReport::new(&clustering, names, &ids))
+            }
+            None => None,
+        };
+        let detector_evidence =
+            analysis
+                .as_ref()
+                .zip(self.train_counts.as_ref())
+                .map(|(analysis, counts)| {
+                    let per_class: Vec<Option<usize>> =
+                        names.iter().map(|n| counts.get(n).copied()).collect();
+                    DetectorEvidence::new(analysis, &per_class)
+                });
         let classes = analysis
             .as_ref()
             .zip(advice.as_ref())
@@ -736,6 +755,7 @@ impl Pipeline {
                 relative: analysis.rules.relative,
             }),
             classes,
+            run_advice: advice.as_ref().and_then(|advice| advice.run_advice.clone()),
             recommendations: advice
                 .as_ref()
                 .map(|advice| advice.recommendations.clone())
@@ -747,6 +767,8 @@ impl Pipeline {
                 f1_high_threshold: self.config.rules.f1.high_threshold,
             }),
             examples,
+            clustering,
+            detector_evidence,
         })
     }
 

@@ -12,11 +12,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
+use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation, RunAdvice};
 use crate::analyze::cluster::{Clustering, MethodResult};
 use crate::analyze::detectors::{DetectorKind, DistanceRule};
 use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
-use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
+use crate::analyze::sweep::sweep;
+use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue, TrajectoryAnalysis};
 use crate::store::{StateDir, StoreError};
 
 pub const REPORT_SCHEMA: &str = "dwell.report/1";
@@ -38,10 +39,77 @@ pub struct Report {
     pub advice: Option<AdviceInfo>,
     /// Per class, in class-id order.
     pub classes: Vec<ClassReport>,
+    /// Advice about the run as a whole, said once (docs/ADVICE.md); `null` when
+    /// nothing is about the run.
+    #[serde(default)]
+    pub run_advice: Option<RunAdvice>,
     /// What to do, data collection first in priority order, then redefinitions.
     pub recommendations: Vec<Recommendation>,
     /// Per probe example, in probe-file order: its dwell onset under each detector.
     pub examples: Vec<ExampleReport>,
+    /// The probe examples clustered three ways; `null` before any checkpoint.
+    #[serde(default)]
+    pub clustering: Option<ClusteringReport>,
+    /// How well each detector's thresholds order the classes by training count;
+    /// `null` without `--train`.
+    #[serde(default)]
+    pub detector_evidence: Option<DetectorEvidence>,
+}
+
+/// Per detector and threshold (the report's sweep grid), each class's dwell fraction
+/// and onset, and Spearman's ρ of both against the training counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorEvidence {
+    pub sweeps: Vec<DetectorSweep>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorSweep {
+    pub detector: DetectorKind,
+    /// The parameters held fixed.
+    pub fixed: String,
+    pub rows: Vec<EvidenceRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    pub threshold: f64,
+    /// More data should dwell more: near +1 is good.
+    pub dwell_fraction_rho: Option<f64>,
+    /// More data should dwell earlier: near −1 is good.
+    pub onset_rho: Option<f64>,
+    /// Per class, in `run.labels` order.
+    pub dwell_fraction: Vec<Option<f64>>,
+    pub onset_step: Vec<Option<u64>>,
+}
+
+impl DetectorEvidence {
+    /// `train_counts` per class index.
+    pub fn new(analysis: &TrajectoryAnalysis, train_counts: &[Option<usize>]) -> Self {
+        let sweeps = figures::DETECTORS
+            .into_iter()
+            .filter_map(|detector| {
+                let (_, fixed, thresholds) = figures::sweep_grid(detector, analysis)?;
+                let rows = sweep(analysis, detector, &thresholds, Some(train_counts))
+                    .expect("sweep thresholds are finite and >= 0")
+                    .into_iter()
+                    .map(|row| EvidenceRow {
+                        threshold: row.threshold,
+                        dwell_fraction_rho: row.training_order.and_then(|o| o.dwell_fraction_rho),
+                        onset_rho: row.training_order.and_then(|o| o.onset_rho),
+                        dwell_fraction: row.per_class.iter().map(|c| c.share).collect(),
+                        onset_step: row.per_class.iter().map(|c| c.onset_step).collect(),
+                    })
+                    .collect();
+                Some(DetectorSweep {
+                    detector,
+                    fixed,
+                    rows,
+                })
+            })
+            .collect();
+        DetectorEvidence { sweeps }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -86,6 +86,7 @@ pub fn notification_for(
                 onset: detector.and_then(|d| class.dwell_under(d).0),
             })
             .collect(),
+        run_advice: report.run_advice.as_ref().map(|run| run.message.clone()),
         recommendations: report
             .recommendations
             .iter()
