@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{AnalysisInfo, Report, SkippedCheckpoint};
-use crate::advise::{Action, Detector, Quadrant, Recommendation};
+use super::{AnalysisInfo, ClusteringReport, DetectorEvidence, Report, SkippedCheckpoint};
+use crate::advise::{Action, Detector, Quadrant, Recommendation, RunAdvice};
 use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::{AnalysisParams, DistanceParams, Setting, Space};
 use crate::analyze::sweep::sweep;
@@ -57,6 +57,9 @@ pub struct Figures {
     pub sweeps: Vec<SweepTable>,
     /// Priority order, as in the report.
     pub recommendations: Vec<Recommendation>,
+    pub run_advice: Option<RunAdvice>,
+    pub clustering: Option<ClusteringReport>,
+    pub detector_evidence: Option<DetectorEvidence>,
     pub skipped: Vec<SkippedCheckpoint>,
 }
 
@@ -174,6 +177,9 @@ impl Figures {
             matrix: matrix(report),
             sweeps: Vec::new(),
             recommendations: report.recommendations.clone(),
+            run_advice: report.run_advice.clone(),
+            clustering: report.clustering.clone(),
+            detector_evidence: report.detector_evidence.clone(),
             skipped: report.skipped.clone(),
             steps,
         };
