@@ -25,12 +25,13 @@ use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
 };
 use crate::report::{
-    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, FigureAnalyses,
-    Figures, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+    detector_kind, AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ClusteringReport,
+    DetectorEvidence, ExampleReport, FigureAnalyses, Figures, ProbeInfo, Report, RunInfo,
+    SkippedCheckpoint, REPORT_SCHEMA,
 };
 use crate::store::{
-    analyze_stored, class_counts, secured_steps, Gap, Manifest, PositionCache, SecuredCheckpoints,
-    StateDir, StoreError, StoredAnalysisError,
+    analyze_stored, class_counts, cluster_stored, secured_steps, Gap, Manifest, PositionCache,
+    SecuredCheckpoints, StateDir, StoreError, StoredAnalysisError, StoredEmbeddings,
 };
 
 /// Probe examples per forward pass unless `--batch-size` says otherwise.
@@ -757,6 +758,25 @@ impl Pipeline {
                 trainer_state.and_then(|s| s.max_steps),
             )
         });
+        let clustering = match &analysis {
+            Some(analysis) => {
+                let detector = detector_kind(self.config.rules.dwell.detector);
+                let ids: Vec<Option<String>> =
+                    self.probe.examples.iter().map(|e| e.id.clone()).collect();
+                let clustering = cluster_stored(&self.state, &mut self.positions, analysis, detector)?;
+                Some(ClusteringReport::new(&clustering, names, &ids))
+            }
+            None => None,
+        };
+        let detector_evidence =
+            analysis
+                .as_ref()
+                .zip(self.train_counts.as_ref())
+                .map(|(analysis, counts)| {
+                    let per_class: Vec<Option<usize>> =
+                        names.iter().map(|n| counts.get(n).copied()).collect();
+                    DetectorEvidence::new(analysis, &per_class)
+                });
         let classes = analysis
             .as_ref()
             .zip(advice.as_ref())
@@ -834,6 +854,7 @@ impl Pipeline {
                 relative: analysis.rules.relative,
             }),
             classes,
+            run_advice: advice.as_ref().and_then(|advice| advice.run_advice.clone()),
             recommendations: advice
                 .as_ref()
                 .map(|advice| advice.recommendations.clone())
@@ -845,6 +866,8 @@ impl Pipeline {
                 f1_high_threshold: self.config.rules.f1.high_threshold,
             }),
             examples,
+            clustering,
+            detector_evidence,
         };
         self.latest_analysis = analysis;
         Ok(report)
@@ -865,36 +888,14 @@ impl Pipeline {
 
     /// Per-class F1 of one stored checkpoint from its logits (none for a base model).
     fn score(&self, step: u64) -> Result<ScoredCheckpoint, PipelineError> {
-        let names = &self.labels.names;
         let stored = self.state.read_embeddings(step)?;
-        let confusion = stored.logits.as_ref().map(|logits| {
-            let predicted = predictions(logits, stored.num_labels);
-            ConfusionMatrix::new(&self.probe_labels, &predicted, names.len())
-        });
-        let scores = confusion.as_ref().map(|matrix| {
-            let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
-            let accuracy = correct as f64 / self.probe_labels.len().max(1) as f64;
-            (matrix.scores(), accuracy)
-        });
         let is_base = step == 0 && self.config.base_model.is_some();
-        let summary = CheckpointSummary {
-            step,
-            source: if is_base {
-                "base model".into()
-            } else {
-                format!("checkpoint-{step}")
-            },
-            macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
-            accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
-            per_class_f1: scores.as_ref().map(|(s, _)| {
-                names
-                    .iter()
-                    .zip(s)
-                    .map(|(name, score)| (name.clone(), score.f1))
-                    .collect()
-            }),
-        };
-        Ok(ScoredCheckpoint { summary, confusion })
+        Ok(score_stored(
+            &stored,
+            &self.probe_labels,
+            &self.labels.names,
+            is_base,
+        ))
     }
 
     /// The strategy matrix over the stored evidence (SPEC §5).
@@ -906,68 +907,141 @@ impl Pipeline {
         counts: &BTreeMap<String, usize>,
         max_steps: Option<u64>,
     ) -> Advice {
-        let names = &self.labels.names;
-        let scored: Vec<&CheckpointSummary> = checkpoints
-            .iter()
-            .filter(|c| c.per_class_f1.is_some())
-            .collect();
-        let classes: Vec<ClassEvidenceInput> = analysis
-            .classes
-            .iter()
-            .map(|class| {
-                let label = &names[class.class];
-                let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
-                    onset_step,
-                    dwell_fraction: fraction.unwrap_or(0.0),
-                };
-                let dwell = &class.dwell;
-                ClassEvidenceInput {
-                    label: label.clone(),
-                    probe_count: counts[label],
-                    dwell: BTreeMap::from([
-                        (
-                            "distance".to_string(),
-                            dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
-                        ),
-                        (
-                            "straightness".to_string(),
-                            dwell_input(
-                                dwell.straightness.onset_step,
-                                dwell.straightness.dwell_fraction,
-                            ),
-                        ),
-                        (
-                            "relative".to_string(),
-                            dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
-                        ),
-                    ]),
-                    f1_series: scored
-                        .iter()
-                        .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
-                        .collect(),
-                    latest_speed: class.speed.last().and_then(|s| s.value),
-                    most_confused_with: latest_confusion
-                        .and_then(|m| m.most_confused_with(class.class))
-                        .map(|(other, share)| (names[other].clone(), share)),
-                    train_count: self
-                        .train_counts
-                        .as_ref()
-                        .and_then(|counts| counts.get(label).copied()),
-                }
-            })
-            .collect();
-        let run = RunInput {
-            steps: scored.iter().map(|c| c.step).collect(),
-            max_steps,
-        };
-        advise(&self.config.rules, &run, &classes)
+        advise_stored(
+            analysis,
+            &StoredEvidence {
+                names: &self.labels.names,
+                checkpoints,
+                latest_confusion,
+                probe_counts: counts,
+                train_counts: self.train_counts.as_ref(),
+                max_steps,
+            },
+            &self.config.rules,
+        )
     }
 }
 
-struct ScoredCheckpoint {
-    summary: CheckpointSummary,
+/// A stored checkpoint's scores: per-class F1 and accuracy from its logits, and the
+/// confusion matrix (none for a model without a classification head).
+pub fn score_stored(
+    stored: &StoredEmbeddings,
+    probe_labels: &[usize],
+    names: &[String],
+    is_base: bool,
+) -> ScoredCheckpoint {
+    let step = stored.step;
+    let confusion = stored.logits.as_ref().map(|logits| {
+        let predicted = predictions(logits, stored.num_labels);
+        ConfusionMatrix::new(probe_labels, &predicted, names.len())
+    });
+    let scores = confusion.as_ref().map(|matrix| {
+        let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
+        let accuracy = correct as f64 / probe_labels.len().max(1) as f64;
+        (matrix.scores(), accuracy)
+    });
+    let summary = CheckpointSummary {
+        step,
+        source: if is_base {
+            "base model".into()
+        } else {
+            format!("checkpoint-{step}")
+        },
+        macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
+        accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
+        per_class_f1: scores.as_ref().map(|(s, _)| {
+            names
+                .iter()
+                .zip(s)
+                .map(|(name, score)| (name.clone(), score.f1))
+                .collect()
+        }),
+    };
+    ScoredCheckpoint { summary, confusion }
+}
+
+/// What the advice reads besides the trajectory analysis.
+pub struct StoredEvidence<'a> {
+    /// Class names in class-id order.
+    pub names: &'a [String],
+    /// Every stored checkpoint's scores, in step order.
+    pub checkpoints: &'a [CheckpointSummary],
+    /// The latest checkpoint's confusion matrix, if it has logits.
+    pub latest_confusion: Option<&'a ConfusionMatrix>,
+    pub probe_counts: &'a BTreeMap<String, usize>,
+    pub train_counts: Option<&'a BTreeMap<String, usize>>,
+    pub max_steps: Option<u64>,
+}
+
+/// The strategy matrix (SPEC §5) over a run's stored evidence.
+pub fn advise_stored(
+    analysis: &TrajectoryAnalysis,
+    evidence: &StoredEvidence<'_>,
+    rules: &Rules,
+) -> Advice {
+    let names = evidence.names;
+    let scored: Vec<&CheckpointSummary> = evidence
+        .checkpoints
+        .iter()
+        .filter(|c| c.per_class_f1.is_some())
+        .collect();
+    let classes: Vec<ClassEvidenceInput> = analysis
+        .classes
+        .iter()
+        .map(|class| {
+            let label = &names[class.class];
+            let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
+                onset_step,
+                dwell_fraction: fraction.unwrap_or(0.0),
+            };
+            let dwell = &class.dwell;
+            ClassEvidenceInput {
+                label: label.clone(),
+                probe_count: evidence.probe_counts[label],
+                dwell: BTreeMap::from([
+                    (
+                        "distance".to_string(),
+                        dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
+                    ),
+                    (
+                        "straightness".to_string(),
+                        dwell_input(
+                            dwell.straightness.onset_step,
+                            dwell.straightness.dwell_fraction,
+                        ),
+                    ),
+                    (
+                        "relative".to_string(),
+                        dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
+                    ),
+                ]),
+                f1_series: scored
+                    .iter()
+                    .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
+                    .collect(),
+                latest_speed: class.speed.last().and_then(|s| s.value),
+                most_confused_with: evidence
+                    .latest_confusion
+                    .and_then(|m| m.most_confused_with(class.class))
+                    .map(|(other, share)| (names[other].clone(), share)),
+                train_count: evidence
+                    .train_counts
+                    .and_then(|counts| counts.get(label).copied()),
+            }
+        })
+        .collect();
+    let run = RunInput {
+        steps: scored.iter().map(|c| c.step).collect(),
+        max_steps: evidence.max_steps,
+    };
+    advise(rules, &run, &classes)
+}
+
+/// One stored checkpoint as scored.
+pub struct ScoredCheckpoint {
+    pub summary: CheckpointSummary,
     /// `None` for a model without a classification head.
-    confusion: Option<ConfusionMatrix>,
+    pub confusion: Option<ConfusionMatrix>,
 }
 
 /// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
