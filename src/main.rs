@@ -12,8 +12,9 @@ use std::path::Path;
 
 use dwell::advise::Rules;
 use dwell::analyze::detectors::DetectorKind;
-use dwell::analyze::params::Space;
+use dwell::analyze::params::{AnalysisParams, Space};
 use dwell::analyze::sweep::SweepRow;
+use dwell::analyze::trajectory::TrajectoryAnalysis;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
 use dwell::config::DwellConfig;
@@ -25,7 +26,7 @@ use dwell::report::{
     detector_kind, rewrite_html, serde_name, write_html, write_json, ClusteringReport, Report,
 };
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
-use dwell::store::StateDir;
+use dwell::store::{Manifest, StateDir};
 use dwell::watch::{EmbedderFactory, WatchConfig};
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
@@ -693,15 +694,7 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(early_window) = args.early_window {
         params.relative.early_window = early_window;
     }
-    let (state, manifest) = StateDir::open_existing(&args.state)?;
-    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let analysis = analyze_state(
-        &state,
-        &steps,
-        &manifest.example_classes,
-        manifest.labels.len(),
-        &params,
-    )?;
+    let (_, manifest, analysis) = analyze_stored(&args.state, &params)?;
     let detector = args.detector.kind();
     let train_counts = args
         .train
@@ -720,9 +713,32 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?).or_else(ignore_broken_pipe)?;
         return Ok(());
     }
-    print_sweep(&mut out, &rows, &manifest.labels, steps.len(), detector)
-        .or_else(ignore_broken_pipe)?;
+    print_sweep(
+        &mut out,
+        &rows,
+        &manifest.labels,
+        analysis.steps.len(),
+        detector,
+    )
+    .or_else(ignore_broken_pipe)?;
     Ok(())
+}
+
+/// The trajectory analysis of everything a state directory holds.
+fn analyze_stored(
+    root: &Path,
+    params: &AnalysisParams,
+) -> anyhow::Result<(StateDir, Manifest, TrajectoryAnalysis)> {
+    let (state, manifest) = StateDir::open_existing(root)?;
+    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
+    let analysis = analyze_state(
+        &state,
+        &steps,
+        &manifest.example_classes,
+        manifest.labels.len(),
+        params,
+    )?;
+    Ok((state, manifest, analysis))
 }
 
 fn print_sweep(
@@ -821,15 +837,7 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         Some(detector) => detector.kind(),
         None => detector_kind(load_rules(args.rules.as_deref())?.dwell.detector),
     };
-    let (state, manifest) = StateDir::open_existing(&args.state)?;
-    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let analysis = analyze_state(
-        &state,
-        &steps,
-        &manifest.example_classes,
-        manifest.labels.len(),
-        &params,
-    )?;
+    let (state, manifest, analysis) = analyze_stored(&args.state, &params)?;
     let clustering = cluster_state(&state, &analysis, detector)?;
     // The probe ids are in the report of the analysis that made the state, when it is there.
     let ids: Vec<Option<String>> = dwell::report::read_json(&state)

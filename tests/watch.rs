@@ -75,7 +75,8 @@ fn terminate(child: Child) -> String {
 /// Steps named in "embedded" log lines, with how often each was embedded.
 fn embedded_counts(logs: &str) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
-    for line in logs.lines().filter(|l| l.contains(" embedded ")) {
+    // ": embedded " is the per-checkpoint line, not "waiting to be embedded" (a backlog).
+    for line in logs.lines().filter(|l| l.contains(": embedded ")) {
         let step = line
             .split("step=")
             .nth(1)
