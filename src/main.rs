@@ -12,8 +12,9 @@ use std::path::Path;
 
 use dwell::advise::Rules;
 use dwell::analyze::detectors::DetectorKind;
-use dwell::analyze::params::Space;
+use dwell::analyze::params::{AnalysisParams, Space};
 use dwell::analyze::sweep::SweepRow;
+use dwell::analyze::trajectory::TrajectoryAnalysis;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
 use dwell::config::DwellConfig;
@@ -25,7 +26,7 @@ use dwell::report::{
 };
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
 use dwell::store::{
-    analyze_stored, cluster_stored, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES,
+    analyze_stored, cluster_stored, Manifest, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES,
 };
 use dwell::watch::{AnnouncePolicy, EmbedderFactory, WatchConfig};
 
@@ -736,16 +737,7 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(early_window) = args.early_window {
         params.relative.early_window = early_window;
     }
-    let (state, manifest) = StateDir::open_existing(&args.state)?;
-    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let analysis = analyze_stored(
-        &state,
-        &mut PositionCache::default(),
-        &steps,
-        &manifest.example_classes,
-        manifest.labels.len(),
-        &params,
-    )?;
+    let (_, manifest, analysis, _) = analyze_state_dir(&args.state, &params)?;
     let detector = args.detector.kind();
     let train_counts = args
         .train
@@ -764,9 +756,36 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?).or_else(ignore_broken_pipe)?;
         return Ok(());
     }
-    print_sweep(&mut out, &rows, &manifest.labels, steps.len(), detector)
-        .or_else(ignore_broken_pipe)?;
+    print_sweep(
+        &mut out,
+        &rows,
+        &manifest.labels,
+        analysis.steps.len(),
+        detector,
+    )
+    .or_else(ignore_broken_pipe)?;
     Ok(())
+}
+
+/// The trajectory analysis of everything a state directory holds.
+/// The trajectory analysis of everything stored in the state directory at `root`, with
+/// the positions it read still cached for a second pass over them.
+fn analyze_state_dir(
+    root: &Path,
+    params: &AnalysisParams,
+) -> anyhow::Result<(StateDir, Manifest, TrajectoryAnalysis, PositionCache)> {
+    let (state, manifest) = StateDir::open_existing(root)?;
+    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
+    let mut positions = PositionCache::default();
+    let analysis = analyze_stored(
+        &state,
+        &mut positions,
+        &steps,
+        &manifest.example_classes,
+        manifest.labels.len(),
+        params,
+    )?;
+    Ok((state, manifest, analysis, positions))
 }
 
 fn print_sweep(
@@ -865,17 +884,7 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         Some(detector) => detector.kind(),
         None => detector_kind(load_rules(args.rules.as_deref())?.dwell.detector),
     };
-    let (state, manifest) = StateDir::open_existing(&args.state)?;
-    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let mut positions = PositionCache::default();
-    let analysis = analyze_stored(
-        &state,
-        &mut positions,
-        &steps,
-        &manifest.example_classes,
-        manifest.labels.len(),
-        &params,
-    )?;
+    let (state, manifest, analysis, mut positions) = analyze_state_dir(&args.state, &params)?;
     let clustering = cluster_stored(&state, &mut positions, &analysis, detector)?;
     // The probe ids are in the report of the analysis that made the state, when it is there.
     let ids: Vec<Option<String>> = dwell::report::read_json(&state)
