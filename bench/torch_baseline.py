@@ -32,7 +32,7 @@ start-up and the imports of torch and transformers are never timed.
 ONNX Runtime (--ort), the strongest CPU baseline a user would pick: the same
 computation (input_ids, attention_mask -> the [CLS] row of the last hidden state and
 the logits) exported with `torch.onnx.export(dynamo=True)`, batch and sequence
-dynamic, into <case>/onnx/<checkpoint>.onnx (written once and kept: the case folder
+dynamic, into <case>/onnx/<checkpoint>.v2.onnx (written once and kept: the case folder
 is replaced whenever the case changes); an InferenceSession on the CPU provider with
 intra_op_num_threads = --threads, inter_op_num_threads = 1 and every graph
 optimisation on; the probe tokenised once, sorted by length (longest first) and cut
@@ -98,6 +98,7 @@ import time
 from pathlib import Path
 
 SCHEMA = "dwell.torch-baseline/2"
+ONNX_EXPORT_VERSION = "v2"
 CASES = ["minilm", "bert-base"]
 
 
@@ -246,19 +247,24 @@ def embedding_module(torch, model):
 
 def onnx_model(torch, checkpoint, case_dir):
     """<case>/onnx/<checkpoint>.onnx, exported on first use (written aside, then renamed)."""
-    path = case_dir / "onnx" / f"{checkpoint.name}.onnx"
+    # The version in the name keeps files of an older export recipe from being reused.
+    path = case_dir / "onnx" / f"{checkpoint.name}.{ONNX_EXPORT_VERSION}.onnx"
     if path.is_file():
         return path
     path.parent.mkdir(exist_ok=True)
     model = load_model(torch, checkpoint)
-    example = torch.ones((2, 8), dtype=torch.int64)
+    # The example batch must pad: traced with a mask of ones, transformers' attention
+    # drops the mask as unneeded, and the exported graph then ignores padding.
+    ids = torch.ones((2, 8), dtype=torch.int64)
+    mask = torch.ones((2, 8), dtype=torch.int64)
+    mask[1, 5:] = 0
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
     dims = {0: batch, 1: length}
     partial = path.with_suffix(".onnx.partial")
     print(f"ONNX: exporting {checkpoint} to {path}", flush=True)
     torch.onnx.export(
         embedding_module(torch, model),
-        (example, example),
+        (ids, mask),
         str(partial),
         input_names=["input_ids", "attention_mask"],
         output_names=["cls", "logits"],
