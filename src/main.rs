@@ -19,7 +19,7 @@ use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::checkpoint::{load_tokenizer, DictionarySearch, Family};
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
-use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
+use dwell::embed::{Backend, BackendChoice as Choice, Embedder, Isa, ModelEmbedder};
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
 use dwell::report::{
     detector_kind, rewrite_html, serde_name, write_html, write_json, ClusteringReport, Report,
@@ -38,8 +38,10 @@ struct Cli {
     /// Threads for the model's CPU kernels, in every command [default: all cores].
     #[arg(long, global = true, env = "DWELL_THREADS")]
     threads: Option<NonZeroUsize>,
-    /// Which kernels embed: the fastest this CPU and build can run, our AVX-512 path,
-    /// or candle's (any CPU; the GPU with --features cuda).
+    /// Which kernels embed: the fastest this CPU and build can run; our cpu kernels
+    /// on the fastest instruction set the CPU has, or on one named (cpu-avx512,
+    /// cpu-avx2, cpu-neon; `avx512` is the old name of cpu-avx512); or candle's (any
+    /// CPU; the GPU with --features cuda).
     #[arg(long, global = true, env = "DWELL_BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     #[command(subcommand)]
@@ -49,17 +51,24 @@ struct Cli {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendChoice {
     Auto,
-    Avx512,
+    Cpu,
+    #[value(alias = "avx512")]
+    CpuAvx512,
+    CpuAvx2,
+    CpuNeon,
     Candle,
 }
 
 impl BackendChoice {
-    fn resolve(self) -> Choice {
-        match self {
+    fn resolve(self) -> Result<Choice, dwell::embed::EmbedError> {
+        Ok(match self {
             BackendChoice::Auto => Choice::Auto,
-            BackendChoice::Avx512 => Choice::Only(Backend::Avx512),
+            BackendChoice::Cpu => Choice::fastest_cpu()?,
+            BackendChoice::CpuAvx512 => Choice::Only(Backend::Cpu(Isa::Avx512)),
+            BackendChoice::CpuAvx2 => Choice::Only(Backend::Cpu(Isa::Avx2)),
+            BackendChoice::CpuNeon => Choice::Only(Backend::Cpu(Isa::Neon)),
             BackendChoice::Candle => Choice::Only(Backend::Candle),
-        }
+        })
     }
 }
 
@@ -140,17 +149,21 @@ struct BenchArgs {
     /// Run one case only [default: both].
     #[arg(long, env = "DWELL_BENCH_ONLY", value_enum)]
     only: Option<BenchCase>,
-    /// A Python with torch and transformers: runs bench/torch_baseline.py on the same
-    /// cases with the same threads, and prints both side by side.
+    /// A Python with torch and transformers (and onnxruntime, onnx, onnxscript): runs
+    /// bench/torch_baseline.py on the same cases with the same threads, PyTorch and
+    /// ONNX Runtime on the model exported by torch.onnx, and prints them beside dwell.
     #[arg(long, env = "DWELL_BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// With --python: leave ONNX Runtime out (PyTorch's column only).
+    #[arg(long, env = "DWELL_BENCH_NO_ORT")]
+    no_ort: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchCase {
     /// all-MiniLM-L6-v2 with a random head: the probe set at max length 64.
     Minilm,
-    /// A random BERT-base: 64 texts of 512 tokens.
+    /// A random BERT-base: 32 texts of 512 tokens.
     BertBase,
 }
 
@@ -396,15 +409,17 @@ fn apply_threads(threads: Option<NonZeroUsize>) -> anyhow::Result<usize> {
 }
 
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
-    let backend = cli.backend.resolve();
+    // Resolved only by the commands that embed: `DWELL_BACKEND=cpu` on a CPU without
+    // its kernels does not stop `dwell sweep`.
+    let backend = || cli.backend.resolve();
     match cli.command {
-        Command::Bench(args) => bench(args, threads),
+        Command::Bench(args) => bench(args, threads, backend()?),
         Command::Tokenize(args) => tokenize(args),
-        Command::Analyze(args) => analyze(args, backend),
+        Command::Analyze(args) => analyze(args, backend()?),
         Command::Sweep(args) => sweep(args),
         Command::Cluster(args) => cluster(args),
-        Command::Watch(args) => watch(args, backend),
-        Command::Demo(args) => demo(args, backend),
+        Command::Watch(args) => watch(args, backend()?),
+        Command::Demo(args) => demo(args, backend()?),
         Command::Report(args) => {
             let (state, _) = StateDir::open_existing(&args.state)?;
             println!("report: {}", rewrite_html(&state)?.display());
@@ -626,7 +641,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
+fn bench(args: BenchArgs, threads: usize, backend: Choice) -> anyhow::Result<()> {
     let cases = match args.only {
         Some(BenchCase::Minilm) => vec![CaseName::Minilm],
         Some(BenchCase::BertBase) => vec![CaseName::BertBase],
@@ -642,9 +657,11 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
         checkpoints: args.checkpoints,
         rounds: args.rounds,
         threads,
+        backend,
         batch_size: DEFAULT_BATCH_SIZE,
         dwell_exe: std::env::current_exe().context("finding the dwell binary")?,
         python: args.python,
+        ort: !args.no_ort,
     };
     let report = dwell::bench::run(&config, &mut |event| match event {
         BenchProgress::Preparing { case, dir } => {
