@@ -37,6 +37,10 @@ use crate::store::{
 /// Probe examples per forward pass unless `--batch-size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
+/// A daemon re-clusters once the time since the last clustering is this many times what
+/// that clustering took (see `Pipeline::clustering`).
+const CLUSTERING_TIME_SHARE: u32 = 10;
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub run_dir: PathBuf,
@@ -187,6 +191,9 @@ pub struct Pipeline {
     secured: SecuredCheckpoints,
     /// The analysis behind the latest report, handed to its figures.
     latest_analysis: Option<TrajectoryAnalysis>,
+    /// The latest clustering, when it was made and how long it took: a daemon re-clusters
+    /// only when the time since is at least `CLUSTERING_TIME_SHARE` times that.
+    latest_clustering: Option<(ClusteringReport, Instant, Duration)>,
 }
 
 impl Pipeline {
@@ -254,6 +261,7 @@ impl Pipeline {
             positions: PositionCache::default(),
             secured,
             latest_analysis: None,
+            latest_clustering: None,
         })
     }
 
@@ -725,7 +733,7 @@ impl Pipeline {
                 self.scored.insert(step, scored);
             }
         }
-        let names = &self.labels.names;
+        let names = &self.labels.names.clone();
         let scored: Vec<&ScoredCheckpoint> = stored_steps.iter().map(|s| &self.scored[s]).collect();
         let checkpoints: Vec<CheckpointSummary> =
             scored.iter().map(|s| s.summary.clone()).collect();
@@ -748,7 +756,8 @@ impl Pipeline {
             .rev()
             .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
-        let trainer_state = self.latest_trainer_state.as_ref();
+        let trainer_state = self.latest_trainer_state.clone();
+        let trainer_state = trainer_state.as_ref();
         let advice = analysis.as_ref().map(|analysis| {
             self.advise(
                 analysis,
@@ -758,14 +767,9 @@ impl Pipeline {
                 trainer_state.and_then(|s| s.max_steps),
             )
         });
+        let finished = trainer_state.is_some_and(TrainerState::is_finished);
         let clustering = match &analysis {
-            Some(analysis) => {
-                let detector = detector_kind(self.config.rules.dwell.detector);
-                let ids: Vec<Option<String>> =
-                    self.probe.examples.iter().map(|e| e.id.clone()).collect();
-                let clustering = cluster_stored(&self.state, &mut self.positions, analysis, detector)?;
-                Some(ClusteringReport::new(&clustering, names, &ids))
-            }
+            Some(analysis) => Some(self.clustering(analysis, finished)?),
             None => None,
         };
         let detector_evidence =
@@ -828,7 +832,7 @@ impl Pipeline {
                 labels: names.clone(),
                 latest_step: checkpoints.last().map(|c| c.step),
                 max_steps: trainer_state.and_then(|s| s.max_steps),
-                finished: trainer_state.is_some_and(TrainerState::is_finished),
+                finished,
                 base_model: self.config.base_model.clone(),
             },
             probe: ProbeInfo {
@@ -870,6 +874,30 @@ impl Pipeline {
             detector_evidence,
         };
         self.latest_analysis = analysis;
+        Ok(report)
+    }
+
+    /// The clustering of `analysis`, or the latest one while it is recent: clustering
+    /// whole trajectories costs seconds per report (about 7 s for 405 texts over 48
+    /// checkpoints on 2 cores) and changes slowly, so a daemon spends at most about
+    /// 1 / `CLUSTERING_TIME_SHARE` of its time on it. A finished run, and a one-shot
+    /// `analyze`, are always clustered at their latest checkpoint.
+    fn clustering(
+        &mut self,
+        analysis: &TrajectoryAnalysis,
+        finished: bool,
+    ) -> Result<ClusteringReport, PipelineError> {
+        if let Some((report, at, took)) = &self.latest_clustering {
+            if !finished && at.elapsed() < *took * CLUSTERING_TIME_SHARE {
+                return Ok(report.clone());
+            }
+        }
+        let started = Instant::now();
+        let detector = detector_kind(self.config.rules.dwell.detector);
+        let ids: Vec<Option<String>> = self.probe.examples.iter().map(|e| e.id.clone()).collect();
+        let clustering = cluster_stored(&self.state, &mut self.positions, analysis, detector)?;
+        let report = ClusteringReport::new(&clustering, &self.labels.names, &ids);
+        self.latest_clustering = Some((report.clone(), started, started.elapsed()));
         Ok(report)
     }
 

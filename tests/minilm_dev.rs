@@ -12,8 +12,8 @@ use dwell::advise::{Action, Advice, Rules};
 use dwell::analyze::params::AnalysisParams;
 use dwell::checkpoint::TrainerState;
 use dwell::pipeline::{advise_stored, score_stored, StoredEvidence};
-use dwell::store::{analyze_stored, PositionCache};
 use dwell::probe::{load_training_labels, LabelSet};
+use dwell::store::{analyze_stored, PositionCache};
 use dwell::store::{class_counts, StateDir};
 
 fn fixture() -> PathBuf {

@@ -5,13 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::analyze::params::AnalysisParams;
-use crate::analyze::pca::Pca2;
 use crate::analyze::cluster::{cluster, Clustering};
 use crate::analyze::detectors::DetectorKind;
-use crate::analyze::trajectory::{
-    analyze, AnalysisError, PositionSource, TrajectoryAnalysis,
-};
+use crate::analyze::params::AnalysisParams;
+use crate::analyze::pca::Pca2;
+use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
 
 use super::{StateDir, StoreError};
 
