@@ -179,7 +179,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let analysed = started.elapsed();
     let thresholds: Vec<f64> = (1..=10).map(|i| 0.05 * i as f64).collect();
-    let rows = sweep(&analysis, DetectorKind::Straightness, &thresholds)?;
+    let rows = sweep(&analysis, DetectorKind::Straightness, &thresholds, None)?;
     let swept = started.elapsed() - analysed;
     println!(
         "analysis: {:.2} s (including generating the positions)",

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use dwell::advise::Rules;
 use dwell::analyze::detectors::DetectorKind;
-use dwell::analyze::params::Space;
+use dwell::analyze::params::{AnalysisParams, Space};
 use dwell::analyze::sweep::SweepRow;
+use dwell::analyze::trajectory::TrajectoryAnalysis;
 use dwell::bench::{BenchConfig, BenchProgress, CaseName};
 use dwell::checkpoint::{
     is_remote, load_tokenizer, mirror_dir, prune_mirror, DictionarySearch, Family, Mirror,
@@ -21,11 +22,15 @@ use dwell::checkpoint::{
 };
 use dwell::config::DwellConfig;
 use dwell::demo::{DemoConfig, TrainProgress};
-use dwell::embed::{Backend, BackendChoice as Choice, Embedder, ModelEmbedder};
+use dwell::embed::{Backend, BackendChoice as Choice, Embedder, Isa, ModelEmbedder};
 use dwell::pipeline::{Pipeline, PipelineConfig, Progress, DEFAULT_BATCH_SIZE};
-use dwell::report::{rewrite_html, serde_name, write_html, write_json, Report};
+use dwell::report::{
+    detector_kind, rewrite_html, serde_name, write_html, write_json, ClusteringReport, Report,
+};
 use dwell::sinks::{SinkConfig, SinkKind, WebhookUrl};
-use dwell::store::{analyze_stored, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES};
+use dwell::store::{
+    analyze_stored, cluster_stored, Manifest, PositionCache, StateDir, DEFAULT_COPY_LIMIT_BYTES,
+};
 use dwell::watch::{AnnouncePolicy, EmbedderFactory, RemoteSource, RunsConfig, WatchConfig};
 
 /// Follows a fixed probe set's embeddings across a fine-tuning run's checkpoints and
@@ -36,8 +41,10 @@ struct Cli {
     /// Threads for the model's CPU kernels, in every command [default: all cores].
     #[arg(long, global = true, env = "DWELL_THREADS")]
     threads: Option<NonZeroUsize>,
-    /// Which kernels embed: the fastest this CPU and build can run, our AVX-512 path,
-    /// or candle's (any CPU; the GPU with --features cuda).
+    /// Which kernels embed: the fastest this CPU and build can run; our cpu kernels
+    /// on the fastest instruction set the CPU has, or on one named (cpu-avx512,
+    /// cpu-avx2, cpu-neon; `avx512` is the old name of cpu-avx512); or candle's (any
+    /// CPU; the GPU with --features cuda).
     #[arg(long, global = true, env = "DWELL_BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     #[command(subcommand)]
@@ -47,17 +54,24 @@ struct Cli {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendChoice {
     Auto,
-    Avx512,
+    Cpu,
+    #[value(alias = "avx512")]
+    CpuAvx512,
+    CpuAvx2,
+    CpuNeon,
     Candle,
 }
 
 impl BackendChoice {
-    fn resolve(self) -> Choice {
-        match self {
+    fn resolve(self) -> Result<Choice, dwell::embed::EmbedError> {
+        Ok(match self {
             BackendChoice::Auto => Choice::Auto,
-            BackendChoice::Avx512 => Choice::Only(Backend::Avx512),
+            BackendChoice::Cpu => Choice::fastest_cpu()?,
+            BackendChoice::CpuAvx512 => Choice::Only(Backend::Cpu(Isa::Avx512)),
+            BackendChoice::CpuAvx2 => Choice::Only(Backend::Cpu(Isa::Avx2)),
+            BackendChoice::CpuNeon => Choice::Only(Backend::Cpu(Isa::Neon)),
             BackendChoice::Candle => Choice::Only(Backend::Candle),
-        }
+        })
     }
 }
 
@@ -67,6 +81,9 @@ enum Command {
     Analyze(AnalyzeCommand),
     /// Count trajectories with a stay point for a list of thresholds (the paper's Tables 1 and 2).
     Sweep(SweepArgs),
+    /// Cluster the probe examples by final embedding, whole trajectory and trajectory
+    /// up to the dwell onset; print each clustering's adjusted Rand index (Fig. 8).
+    Cluster(ClusterArgs),
     /// Attach to a running training job: embed each new checkpoint, keep the report
     /// current, and notify Slack or a webhook when the advice changes.
     Watch(WatchArgs),
@@ -135,17 +152,21 @@ struct BenchArgs {
     /// Run one case only [default: both].
     #[arg(long, env = "DWELL_BENCH_ONLY", value_enum)]
     only: Option<BenchCase>,
-    /// A Python with torch and transformers: runs bench/torch_baseline.py on the same
-    /// cases with the same threads, and prints both side by side.
+    /// A Python with torch and transformers (and onnxruntime, onnx, onnxscript): runs
+    /// bench/torch_baseline.py on the same cases with the same threads, PyTorch and
+    /// ONNX Runtime on the model exported by torch.onnx, and prints them beside dwell.
     #[arg(long, env = "DWELL_BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// With --python: leave ONNX Runtime out (PyTorch's column only).
+    #[arg(long, env = "DWELL_BENCH_NO_ORT")]
+    no_ort: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchCase {
     /// all-MiniLM-L6-v2 with a random head: the probe set at max length 64.
     Minilm,
-    /// A random BERT-base: 64 texts of 512 tokens.
+    /// A random BERT-base: 32 texts of 512 tokens.
     BertBase,
 }
 
@@ -198,7 +219,30 @@ struct SweepArgs {
     /// A dwell.toml whose [analysis] section gives the other parameters.
     #[arg(long, env = "DWELL_CONFIG")]
     config: Option<PathBuf>,
-    /// Print JSON: {"rows": [{threshold, trajectories, share, per_class}]}.
+    /// The training set (JSONL, CSV or TSV; only labels are read): each row then shows
+    /// Spearman's ρ between the classes' training counts and their dwell fraction and onset.
+    #[arg(long, env = "DWELL_TRAIN")]
+    train: Option<PathBuf>,
+    /// Print JSON: {"rows": [{threshold, trajectories, share, per_class, training_order}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// The state directory of an earlier `dwell analyze` (nothing is re-embedded).
+    #[arg(long, env = "DWELL_STATE")]
+    state: PathBuf,
+    /// The detector whose onsets trim the trajectories [default: the advice rules'].
+    #[arg(long, value_enum)]
+    detector: Option<SweepDetector>,
+    /// Advice rules replacing the built-in rules/default.toml (for their detector).
+    #[arg(long, env = "DWELL_RULES")]
+    rules: Option<PathBuf>,
+    /// A dwell.toml whose [analysis] section gives the detector parameters.
+    #[arg(long, env = "DWELL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the report's `clustering` section as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -208,6 +252,16 @@ enum SweepDetector {
     Distance,
     Straightness,
     Relative,
+}
+
+impl SweepDetector {
+    fn kind(self) -> DetectorKind {
+        match self {
+            SweepDetector::Distance => DetectorKind::Distance,
+            SweepDetector::Straightness => DetectorKind::Straightness,
+            SweepDetector::Relative => DetectorKind::Relative,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -383,14 +437,17 @@ fn apply_threads(threads: Option<NonZeroUsize>) -> anyhow::Result<usize> {
 }
 
 fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
-    let backend = cli.backend.resolve();
+    // Resolved only by the commands that embed: `DWELL_BACKEND=cpu` on a CPU without
+    // its kernels does not stop `dwell sweep`.
+    let backend = || cli.backend.resolve();
     match cli.command {
-        Command::Bench(args) => bench(args, threads),
+        Command::Bench(args) => bench(args, threads, backend()?),
         Command::Tokenize(args) => tokenize(args),
-        Command::Analyze(args) => analyze(args, backend),
+        Command::Analyze(args) => analyze(args, backend()?),
         Command::Sweep(args) => sweep(args),
-        Command::Watch(args) => watch(args, backend),
-        Command::Demo(args) => demo(args, backend),
+        Command::Cluster(args) => cluster(args),
+        Command::Watch(args) => watch(args, backend()?),
+        Command::Demo(args) => demo(args, backend()?),
         Command::Report(args) => {
             let (state, _) = StateDir::open_existing(&args.state)?;
             println!("report: {}", rewrite_html(&state)?.display());
@@ -706,7 +763,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
+fn bench(args: BenchArgs, threads: usize, backend: Choice) -> anyhow::Result<()> {
     let cases = match args.only {
         Some(BenchCase::Minilm) => vec![CaseName::Minilm],
         Some(BenchCase::BertBase) => vec![CaseName::BertBase],
@@ -722,9 +779,11 @@ fn bench(args: BenchArgs, threads: usize) -> anyhow::Result<()> {
         checkpoints: args.checkpoints,
         rounds: args.rounds,
         threads,
+        backend,
         batch_size: DEFAULT_BATCH_SIZE,
         dwell_exe: std::env::current_exe().context("finding the dwell binary")?,
         python: args.python,
+        ort: !args.no_ort,
     };
     let report = dwell::bench::run(&config, &mut |event| match event {
         BenchProgress::Preparing { case, dir } => {
@@ -817,31 +876,55 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(early_window) = args.early_window {
         params.relative.early_window = early_window;
     }
-    let (state, manifest) = StateDir::open_existing(&args.state)?;
-    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
-    let analysis = analyze_stored(
-        &state,
-        &mut PositionCache::default(),
-        &steps,
-        &manifest.example_classes,
-        manifest.labels.len(),
-        &params,
+    let (_, manifest, analysis, _) = analyze_state_dir(&args.state, &params)?;
+    let detector = args.detector.kind();
+    let train_counts = args
+        .train
+        .as_deref()
+        .map(|path| training_counts(path, &manifest.labels))
+        .transpose()?;
+    let rows = dwell::analyze::sweep::sweep(
+        &analysis,
+        detector,
+        &args.thresholds,
+        train_counts.as_deref(),
     )?;
-    let detector = match args.detector {
-        SweepDetector::Distance => DetectorKind::Distance,
-        SweepDetector::Straightness => DetectorKind::Straightness,
-        SweepDetector::Relative => DetectorKind::Relative,
-    };
-    let rows = dwell::analyze::sweep::sweep(&analysis, detector, &args.thresholds)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let json = serde_json::json!({ "rows": rows });
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?).or_else(ignore_broken_pipe)?;
         return Ok(());
     }
-    print_sweep(&mut out, &rows, &manifest.labels, steps.len(), detector)
-        .or_else(ignore_broken_pipe)?;
+    print_sweep(
+        &mut out,
+        &rows,
+        &manifest.labels,
+        analysis.steps.len(),
+        detector,
+    )
+    .or_else(ignore_broken_pipe)?;
     Ok(())
+}
+
+/// The trajectory analysis of everything a state directory holds.
+/// The trajectory analysis of everything stored in the state directory at `root`, with
+/// the positions it read still cached for a second pass over them.
+fn analyze_state_dir(
+    root: &Path,
+    params: &AnalysisParams,
+) -> anyhow::Result<(StateDir, Manifest, TrajectoryAnalysis, PositionCache)> {
+    let (state, manifest) = StateDir::open_existing(root)?;
+    let steps: Vec<u64> = state.stored_steps()?.into_iter().collect();
+    let mut positions = PositionCache::default();
+    let analysis = analyze_stored(
+        &state,
+        &mut positions,
+        &steps,
+        &manifest.example_classes,
+        manifest.labels.len(),
+        params,
+    )?;
+    Ok((state, manifest, analysis, positions))
 }
 
 fn print_sweep(
@@ -891,6 +974,132 @@ fn print_sweep(
             line.push_str(&format!(" {:>width$}", percent(class.share)));
         }
         writeln!(out, "{line}")?;
+    }
+    if rows.iter().any(|row| row.training_order.is_some()) {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{symbol:>9} {:>14} {:>10}   (Spearman's rho against the training counts; \
+             more data should dwell more, rho -> +1, and earlier, rho -> -1)",
+            "dwell fraction", "onset"
+        )?;
+        for row in rows {
+            let Some(order) = row.training_order else {
+                continue;
+            };
+            writeln!(
+                out,
+                "{:>9} {:>14} {:>10}",
+                row.threshold,
+                rho(order.dwell_fraction_rho),
+                rho(order.onset_rho)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// "-" where ρ is undefined: one side is constant, so nothing is ordered.
+fn rho(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:+.3}"))
+}
+
+/// Per class index, the number of training examples with that label.
+fn training_counts(path: &Path, labels: &[String]) -> anyhow::Result<Vec<Option<usize>>> {
+    let names = dwell::probe::LabelSet {
+        names: labels.to_vec(),
+    };
+    let train = dwell::probe::load_training_labels(path)?;
+    let mut counts = vec![0; labels.len()];
+    for class in names.resolve(&train)? {
+        counts[class] += 1;
+    }
+    Ok(counts.into_iter().map(Some).collect())
+}
+
+fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let params = load_config(args.config.as_deref())?.analysis;
+    let detector = match args.detector {
+        Some(detector) => detector.kind(),
+        None => detector_kind(load_rules(args.rules.as_deref())?.dwell.detector),
+    };
+    let (state, manifest, analysis, mut positions) = analyze_state_dir(&args.state, &params)?;
+    let clustering = cluster_stored(&state, &mut positions, &analysis, detector)?;
+    // The probe ids are in the report of the analysis that made the state, when it is there.
+    let ids: Vec<Option<String>> = dwell::report::read_json(&state)
+        .map(|report| report.examples.into_iter().map(|e| e.id).collect())
+        .unwrap_or_default();
+    let report = ClusteringReport::new(&clustering, &manifest.labels, &ids);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?).or_else(ignore_broken_pipe)?;
+        return Ok(());
+    }
+    print_clustering(&mut out, &report, manifest.example_classes.len())
+        .or_else(ignore_broken_pipe)?;
+    Ok(())
+}
+
+fn print_clustering(
+    out: &mut impl Write,
+    clustering: &ClusteringReport,
+    examples: usize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{examples} probe examples in {} clusters (Ward linkage); trajectories over {} \
+         checkpoints, trimmed at the {} detector's onset",
+        clustering.clusters,
+        clustering.steps.len(),
+        serde_name(&clustering.trimmed_by)
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>14} {:>12}  clusters (majority class, share)",
+        "method", "ARI vs classes", "ARI vs final"
+    )?;
+    let methods = &clustering.methods;
+    for (name, method) in [
+        ("final", &methods.final_embeddings),
+        ("trajectory", &methods.trajectory),
+        ("trimmed", &methods.trimmed),
+    ] {
+        let clusters: Vec<String> = method
+            .clusters
+            .iter()
+            .map(|c| format!("{} {}:{:.0}%", c.size, c.majority, c.majority_share * 100.0))
+            .collect();
+        writeln!(
+            out,
+            "{name:<12} {:>14.3} {:>12.3}  {}",
+            method.ari_vs_classes,
+            method.ari_vs_final,
+            clusters.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{} examples travel with another cluster than the one they settle in:",
+        clustering.moved.len()
+    )?;
+    if clustering.moved.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6} {:<12} {:<10} {:<12} {:<12}",
+        "index", "id", "label", "travels with", "settles with"
+    )?;
+    for moved in &clustering.moved {
+        writeln!(
+            out,
+            "{:>6} {:<12} {:<10} {:<12} {:<12}",
+            moved.index,
+            moved.id.as_deref().unwrap_or("-"),
+            truncate(&moved.label, 10),
+            truncate(&moved.travels_with, 12),
+            truncate(&moved.settles_with, 12)
+        )?;
     }
     Ok(())
 }
@@ -1132,6 +1341,9 @@ fn print_advice(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             percent(fraction),
             confused
         )?;
+    }
+    if let Some(run_advice) = &report.run_advice {
+        writeln!(out, "- run: {}", run_advice.message)?;
     }
     for recommendation in &report.recommendations {
         writeln!(out, "- {}", recommendation.message)?;

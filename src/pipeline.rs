@@ -26,16 +26,21 @@ use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
 };
 use crate::report::{
-    AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ExampleReport, FigureAnalyses,
-    Figures, ProbeInfo, Report, RunInfo, SkippedCheckpoint, REPORT_SCHEMA,
+    detector_kind, AdviceInfo, AnalysisInfo, CheckpointSummary, ClassReport, ClusteringReport,
+    DetectorEvidence, ExampleReport, FigureAnalyses, Figures, ProbeInfo, Report, RunInfo,
+    SkippedCheckpoint, REPORT_SCHEMA,
 };
 use crate::store::{
-    analyze_stored, class_counts, secured_steps, Gap, Manifest, PositionCache, SecuredCheckpoints,
-    StateDir, StoreError, StoredAnalysisError,
+    analyze_stored, class_counts, cluster_stored, secured_steps, Gap, Manifest, PositionCache,
+    SecuredCheckpoints, StateDir, StoreError, StoredAnalysisError, StoredEmbeddings,
 };
 
 /// Probe examples per forward pass unless `--batch-size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// A daemon re-clusters once the time since the last clustering is this many times what
+/// that clustering took (see `Pipeline::clustering`).
+const CLUSTERING_TIME_SHARE: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -203,6 +208,9 @@ pub struct Pipeline {
     secured: SecuredCheckpoints,
     /// The analysis behind the latest report, handed to its figures.
     latest_analysis: Option<TrajectoryAnalysis>,
+    /// The latest clustering, when it was made and how long it took: a daemon re-clusters
+    /// only when the time since is at least `CLUSTERING_TIME_SHARE` times that.
+    latest_clustering: Option<(ClusteringReport, Instant, Duration)>,
 }
 
 impl Pipeline {
@@ -304,6 +312,7 @@ impl Pipeline {
             positions: PositionCache::default(),
             secured,
             latest_analysis: None,
+            latest_clustering: None,
         })
     }
 
@@ -829,7 +838,7 @@ impl Pipeline {
                 self.scored.insert(step, scored);
             }
         }
-        let names = &self.labels.names;
+        let names = &self.labels.names.clone();
         let scored: Vec<&ScoredCheckpoint> = stored_steps.iter().map(|s| &self.scored[s]).collect();
         let checkpoints: Vec<CheckpointSummary> =
             scored.iter().map(|s| s.summary.clone()).collect();
@@ -852,7 +861,8 @@ impl Pipeline {
             .rev()
             .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
-        let trainer_state = self.latest_trainer_state.as_ref();
+        let trainer_state = self.latest_trainer_state.clone();
+        let trainer_state = trainer_state.as_ref();
         let max_steps = match self.source {
             Source::Exported { max_steps } => max_steps,
             Source::Model(_) => trainer_state.and_then(|s| s.max_steps),
@@ -866,6 +876,19 @@ impl Pipeline {
         let advice = analysis.as_ref().map(|analysis| {
             self.advise(analysis, &checkpoints, latest_confusion, &counts, max_steps)
         });
+        let clustering = match &analysis {
+            Some(analysis) => Some(self.clustering(analysis, finished)?),
+            None => None,
+        };
+        let detector_evidence =
+            analysis
+                .as_ref()
+                .zip(self.train_counts.as_ref())
+                .map(|(analysis, counts)| {
+                    let per_class: Vec<Option<usize>> =
+                        names.iter().map(|n| counts.get(n).copied()).collect();
+                    DetectorEvidence::new(analysis, &per_class)
+                });
         let classes = analysis
             .as_ref()
             .zip(advice.as_ref())
@@ -943,6 +966,7 @@ impl Pipeline {
                 relative: analysis.rules.relative,
             }),
             classes,
+            run_advice: advice.as_ref().and_then(|advice| advice.run_advice.clone()),
             recommendations: advice
                 .as_ref()
                 .map(|advice| advice.recommendations.clone())
@@ -954,8 +978,34 @@ impl Pipeline {
                 f1_high_threshold: self.config.rules.f1.high_threshold,
             }),
             examples,
+            clustering,
+            detector_evidence,
         };
         self.latest_analysis = analysis;
+        Ok(report)
+    }
+
+    /// The clustering of `analysis`, or the latest one while it is recent: clustering
+    /// whole trajectories costs seconds per report (about 7 s for 405 texts over 48
+    /// checkpoints on 2 cores) and changes slowly, so a daemon spends at most about
+    /// 1 / `CLUSTERING_TIME_SHARE` of its time on it. A finished run, and a one-shot
+    /// `analyze`, are always clustered at their latest checkpoint.
+    fn clustering(
+        &mut self,
+        analysis: &TrajectoryAnalysis,
+        finished: bool,
+    ) -> Result<ClusteringReport, PipelineError> {
+        if let Some((report, at, took)) = &self.latest_clustering {
+            if !finished && at.elapsed() < *took * CLUSTERING_TIME_SHARE {
+                return Ok(report.clone());
+            }
+        }
+        let started = Instant::now();
+        let detector = detector_kind(self.config.rules.dwell.detector);
+        let ids: Vec<Option<String>> = self.probe.examples.iter().map(|e| e.id.clone()).collect();
+        let clustering = cluster_stored(&self.state, &mut self.positions, analysis, detector)?;
+        let report = ClusteringReport::new(&clustering, &self.labels.names, &ids);
+        self.latest_clustering = Some((report.clone(), started, started.elapsed()));
         Ok(report)
     }
 
@@ -974,36 +1024,13 @@ impl Pipeline {
 
     /// Per-class F1 of one stored checkpoint from its logits (none for a base model).
     fn score(&self, step: u64) -> Result<ScoredCheckpoint, PipelineError> {
-        let names = &self.labels.names;
         let stored = self.state.read_embeddings(step)?;
-        let confusion = stored.logits.as_ref().map(|logits| {
-            let predicted = predictions(logits, stored.num_labels);
-            ConfusionMatrix::new(&self.probe_labels, &predicted, names.len())
-        });
-        let scores = confusion.as_ref().map(|matrix| {
-            let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
-            let accuracy = correct as f64 / self.probe_labels.len().max(1) as f64;
-            (matrix.scores(), accuracy)
-        });
         let is_base = step == 0 && self.config.base_model.is_some();
-        let summary = CheckpointSummary {
-            step,
-            source: match self.source {
-                _ if is_base => "base model".into(),
-                Source::Model(_) => format!("checkpoint-{step}"),
-                Source::Exported { .. } => format!("step-{step}"),
-            },
-            macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
-            accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
-            per_class_f1: scores.as_ref().map(|(s, _)| {
-                names
-                    .iter()
-                    .zip(s)
-                    .map(|(name, score)| (name.clone(), score.f1))
-                    .collect()
-            }),
-        };
-        Ok(ScoredCheckpoint { summary, confusion })
+        let mut scored = score_stored(&stored, &self.probe_labels, &self.labels.names, is_base);
+        if matches!(self.source, Source::Exported { .. }) && !is_base {
+            scored.summary.source = format!("step-{step}");
+        }
+        Ok(scored)
     }
 
     /// The strategy matrix over the stored evidence (SPEC §5).
@@ -1015,61 +1042,18 @@ impl Pipeline {
         counts: &BTreeMap<String, usize>,
         max_steps: Option<u64>,
     ) -> Advice {
-        let names = &self.labels.names;
-        let scored: Vec<&CheckpointSummary> = checkpoints
-            .iter()
-            .filter(|c| c.per_class_f1.is_some())
-            .collect();
-        let classes: Vec<ClassEvidenceInput> = analysis
-            .classes
-            .iter()
-            .map(|class| {
-                let label = &names[class.class];
-                let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
-                    onset_step,
-                    dwell_fraction: fraction.unwrap_or(0.0),
-                };
-                let dwell = &class.dwell;
-                ClassEvidenceInput {
-                    label: label.clone(),
-                    probe_count: counts[label],
-                    dwell: BTreeMap::from([
-                        (
-                            "distance".to_string(),
-                            dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
-                        ),
-                        (
-                            "straightness".to_string(),
-                            dwell_input(
-                                dwell.straightness.onset_step,
-                                dwell.straightness.dwell_fraction,
-                            ),
-                        ),
-                        (
-                            "relative".to_string(),
-                            dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
-                        ),
-                    ]),
-                    f1_series: scored
-                        .iter()
-                        .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
-                        .collect(),
-                    latest_speed: class.speed.last().and_then(|s| s.value),
-                    most_confused_with: latest_confusion
-                        .and_then(|m| m.most_confused_with(class.class))
-                        .map(|(other, share)| (names[other].clone(), share)),
-                    train_count: self
-                        .train_counts
-                        .as_ref()
-                        .and_then(|counts| counts.get(label).copied()),
-                }
-            })
-            .collect();
-        let run = RunInput {
-            steps: scored.iter().map(|c| c.step).collect(),
-            max_steps,
-        };
-        advise(&self.config.rules, &run, &classes)
+        advise_stored(
+            analysis,
+            &StoredEvidence {
+                names: &self.labels.names,
+                checkpoints,
+                latest_confusion,
+                probe_counts: counts,
+                train_counts: self.train_counts.as_ref(),
+                max_steps,
+            },
+            &self.config.rules,
+        )
     }
 }
 
@@ -1119,10 +1103,126 @@ impl RunModel {
     }
 }
 
-struct ScoredCheckpoint {
-    summary: CheckpointSummary,
+/// A stored checkpoint's scores: per-class F1 and accuracy from its logits, and the
+/// confusion matrix (none for a model without a classification head).
+pub fn score_stored(
+    stored: &StoredEmbeddings,
+    probe_labels: &[usize],
+    names: &[String],
+    is_base: bool,
+) -> ScoredCheckpoint {
+    let step = stored.step;
+    let confusion = stored.logits.as_ref().map(|logits| {
+        let predicted = predictions(logits, stored.num_labels);
+        ConfusionMatrix::new(probe_labels, &predicted, names.len())
+    });
+    let scores = confusion.as_ref().map(|matrix| {
+        let correct = (0..names.len()).map(|c| matrix.counts[c][c]).sum::<usize>();
+        let accuracy = correct as f64 / probe_labels.len().max(1) as f64;
+        (matrix.scores(), accuracy)
+    });
+    let summary = CheckpointSummary {
+        step,
+        source: if is_base {
+            "base model".into()
+        } else {
+            format!("checkpoint-{step}")
+        },
+        macro_f1: scores.as_ref().map(|(s, _)| macro_f1(s)),
+        accuracy: scores.as_ref().map(|(_, accuracy)| *accuracy),
+        per_class_f1: scores.as_ref().map(|(s, _)| {
+            names
+                .iter()
+                .zip(s)
+                .map(|(name, score)| (name.clone(), score.f1))
+                .collect()
+        }),
+    };
+    ScoredCheckpoint { summary, confusion }
+}
+
+/// What the advice reads besides the trajectory analysis.
+pub struct StoredEvidence<'a> {
+    /// Class names in class-id order.
+    pub names: &'a [String],
+    /// Every stored checkpoint's scores, in step order.
+    pub checkpoints: &'a [CheckpointSummary],
+    /// The latest checkpoint's confusion matrix, if it has logits.
+    pub latest_confusion: Option<&'a ConfusionMatrix>,
+    pub probe_counts: &'a BTreeMap<String, usize>,
+    pub train_counts: Option<&'a BTreeMap<String, usize>>,
+    pub max_steps: Option<u64>,
+}
+
+/// The strategy matrix (SPEC §5) over a run's stored evidence.
+pub fn advise_stored(
+    analysis: &TrajectoryAnalysis,
+    evidence: &StoredEvidence<'_>,
+    rules: &Rules,
+) -> Advice {
+    let names = evidence.names;
+    let scored: Vec<&CheckpointSummary> = evidence
+        .checkpoints
+        .iter()
+        .filter(|c| c.per_class_f1.is_some())
+        .collect();
+    let classes: Vec<ClassEvidenceInput> = analysis
+        .classes
+        .iter()
+        .map(|class| {
+            let label = &names[class.class];
+            let dwell_input = |onset_step, fraction: Option<f64>| DwellInput {
+                onset_step,
+                dwell_fraction: fraction.unwrap_or(0.0),
+            };
+            let dwell = &class.dwell;
+            ClassEvidenceInput {
+                label: label.clone(),
+                probe_count: evidence.probe_counts[label],
+                dwell: BTreeMap::from([
+                    (
+                        "distance".to_string(),
+                        dwell_input(dwell.distance.onset_step, dwell.distance.dwell_fraction),
+                    ),
+                    (
+                        "straightness".to_string(),
+                        dwell_input(
+                            dwell.straightness.onset_step,
+                            dwell.straightness.dwell_fraction,
+                        ),
+                    ),
+                    (
+                        "relative".to_string(),
+                        dwell_input(dwell.relative.onset_step, dwell.relative.dwell_fraction),
+                    ),
+                ]),
+                f1_series: scored
+                    .iter()
+                    .filter_map(|c| c.per_class_f1.as_ref()?.get(label).copied())
+                    .collect(),
+                latest_speed: class.speed.last().and_then(|s| s.value),
+                most_confused_with: evidence
+                    .latest_confusion
+                    .and_then(|m| m.most_confused_with(class.class))
+                    .map(|(other, share)| (names[other].clone(), share)),
+                train_count: evidence
+                    .train_counts
+                    .and_then(|counts| counts.get(label).copied()),
+            }
+        })
+        .collect();
+    let run = RunInput {
+        steps: scored.iter().map(|c| c.step).collect(),
+        max_steps: evidence.max_steps,
+    };
+    advise(rules, &run, &classes)
+}
+
+/// One stored checkpoint as scored.
+pub struct ScoredCheckpoint {
+    pub summary: CheckpointSummary,
     /// `None` for a model without a classification head.
-    confusion: Option<ConfusionMatrix>,
+    pub confusion: Option<ConfusionMatrix>,
 }
 
 /// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a

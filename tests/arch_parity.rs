@@ -149,7 +149,7 @@ fn measure(case: &Case, backend: Backend, scratch: &Path) -> (f32, f32) {
     let state = scratch.join(format!(
         "state-{}-{}",
         case.run.replace('/', "-"),
-        backend.name()
+        backend.flag()
     ));
     let pipeline = embed_run_on(
         &fixtures().join(case.run),
@@ -278,20 +278,58 @@ fn analyze_names_the_family_and_the_backend_that_embedded_it() {
 
 #[test]
 fn a_forced_backend_that_cannot_run_the_family_is_refused_by_name() {
-    if !available_backends().contains(&Backend::Avx512) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let (ok, stderr) = analyze_stderr(
-        &fixtures().join("arch/deberta-v2-run"),
-        &dir.path().join("state"),
-        "avx512",
-    );
-    assert!(!ok);
-    assert!(
-        stderr.contains("the avx512 backend does not run deberta-v2 models"),
-        "{stderr}"
-    );
+    for backend in available_backends() {
+        if backend.serves(Family::DebertaV2) {
+            continue;
+        }
+        let (ok, stderr) = analyze_stderr(
+            &fixtures().join("arch/deberta-v2-run"),
+            &dir.path().join(backend.flag()),
+            backend.flag(),
+        );
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!(
+                "the {} backend does not run deberta-v2 models",
+                backend.name()
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// `--backend avx512`, the name before the cpu backend had more than one instruction
+/// set, still forces the AVX-512 kernel; `--backend cpu` takes the fastest this CPU has;
+/// a kernel the CPU lacks is refused with what it needs.
+#[test]
+fn the_old_backend_name_and_the_cpu_choices_run_the_kernel_they_name() {
+    use dwell::embed::Isa;
+    let dir = tempfile::tempdir().unwrap();
+    let run = fixtures().join("arch/roberta-run");
+    for (flag, expected) in [
+        ("avx512", Isa::Avx512),
+        ("cpu", Isa::best().unwrap_or(Isa::Avx512)),
+        ("cpu-avx2", Isa::Avx2),
+        ("cpu-neon", Isa::Neon),
+    ] {
+        let (ok, stderr) = analyze_stderr(&run, &dir.path().join(flag), flag);
+        if expected.supported() {
+            assert!(ok, "{flag}: {stderr}");
+            let name = Backend::Cpu(expected).name();
+            assert!(
+                stderr.contains(&format!("roberta model, {name} backend")),
+                "{flag}: {stderr}"
+            );
+        } else {
+            assert!(!ok, "{flag}: {stderr}");
+            // `cpu` on a CPU without any kernel names no instruction set.
+            assert!(
+                stderr.contains("the cpu backend") && stderr.contains("needs"),
+                "{flag}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -4,10 +4,11 @@
 mod common;
 
 use common::{assert_succeeded, dwell, fixtures};
+use dwell::embed::{Backend, Isa};
 
-fn bench(cases: &std::path::Path) -> std::process::Output {
+fn bench(cases: &std::path::Path, backend: Backend) -> std::process::Output {
     let output = dwell()
-        .arg("bench")
+        .args(["--backend", backend.flag(), "bench"])
         .arg("--minilm")
         .arg(fixtures().join("hf-tiny-run/checkpoint-480"))
         .args([
@@ -53,13 +54,18 @@ fn figure(table: &str, label: &str) -> f64 {
 fn bench_prepares_the_cases_runs_the_whole_run_and_prints_the_figures() {
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases");
-    let output = bench(&cases);
+    let fastest = Backend::best_available();
+    let output = bench(&cases, fastest);
     let table = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("preparing case minilm"), "{stderr}");
 
+    // Which path ran, as the child said it: for the whole run and for the case.
     assert!(
-        table.contains("whole run, minilm, 2 checkpoints, 2 round(s):"),
+        table.contains(&format!(
+            "whole run, minilm, 2 checkpoints, {} backend, 2 round(s):",
+            fastest.name()
+        )),
         "{table}"
     );
     // Each round's whole process timed, and the first child's peak RSS measured.
@@ -75,7 +81,10 @@ fn bench_prepares_the_cases_runs_the_whole_run_and_prints_the_figures() {
         "{table}"
     );
     assert!(
-        table.contains("minilm: 405 texts, max length 64"),
+        table.contains(&format!(
+            "minilm: 405 texts, max length 64, {} backend",
+            fastest.name()
+        )),
         "{table}"
     );
     assert!(figure(&table, "texts/s") > 0.0);
@@ -111,7 +120,20 @@ fn bench_prepares_the_cases_runs_the_whole_run_and_prints_the_figures() {
     assert_eq!(tensors.tensor("cls").unwrap().shape(), [405, 64]);
     assert_eq!(tensors.tensor("logits").unwrap().shape(), [405, 9]);
 
-    let again = bench(&cases);
+    // Forced onto another path (AVX2 on a CPU with AVX-512 as well), both parts say so.
+    let avx2 = Backend::Cpu(Isa::Avx2);
+    let other = if fastest != avx2 && Isa::Avx2.supported() {
+        avx2
+    } else {
+        Backend::Candle
+    };
+    let again = bench(&cases, other);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("is up to date"), "{stderr}");
+    let table = String::from_utf8(again.stdout).unwrap();
+    assert!(
+        table.contains(&format!("2 checkpoints, {} backend", other.name()))
+            && table.contains(&format!("max length 64, {} backend", other.name())),
+        "{table}"
+    );
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 
-const FIGURES: [&str; 10] = [
+const FIGURES: [&str; 12] = [
     "fig-recommendations",
     "fig-matrix",
     "fig-trajectories-distance",
@@ -19,6 +19,8 @@ const FIGURES: [&str; 10] = [
     "fig-speed",
     "fig-straightness",
     "fig-sweep",
+    "fig-clustering",
+    "fig-evidence",
 ];
 
 fn analyze_fixture(dir: &Path) -> PathBuf {
@@ -241,6 +243,12 @@ fn figure_data_snapshot() {
         "matrix": data["matrix"],
         "sweeps": data["sweeps"],
         "trajectories": { "first_two": first_two, "panels": panels },
+        "run_advice": data["run_advice"],
+        "clustering": {
+            "methods": data["clustering"]["methods"],
+            "moved": data["clustering"]["moved"].as_array().unwrap().len(),
+        },
+        "detector_evidence": data["detector_evidence"],
     });
     insta::assert_json_snapshot!("tiny_run_figures", summary);
 }

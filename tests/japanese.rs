@@ -73,7 +73,7 @@ fn every_variant_matches_pytorch_on_every_backend() {
     for variant in VARIANTS {
         let reference = arch(&format!("japanese-{variant}-reference.safetensors"));
         for backend in available_backends() {
-            let state = dir.path().join(format!("{variant}-{}", backend.name()));
+            let state = dir.path().join(format!("{variant}-{}", backend.flag()));
             embed_run_on(
                 &arch(&format!("japanese-{variant}-run")),
                 &japanese_probe(),

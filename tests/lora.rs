@@ -31,7 +31,7 @@ fn analyze(
     command
         .env_remove("HF_HOME")
         .env("HOME", state.with_extension("home"))
-        .args(["--backend", backend_flag(backend), "analyze"])
+        .args(["--backend", backend.flag(), "analyze"])
         .arg(run)
         .arg("--probe")
         .arg(probe_path())
@@ -47,13 +47,6 @@ fn analyze(
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn backend_flag(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Avx512 => "avx512",
-        Backend::Candle => "candle",
-    }
 }
 
 fn assert_matches_reference(state: &Path, reference: &str, what: &str) -> (f32, f32) {
@@ -83,7 +76,7 @@ fn lora_and_rslora_runs_match_peft_with_the_base_from_the_cache_or_the_flag() {
             ("bert-lora-run", "bert-lora-reference.safetensors"),
             ("bert-rslora-run", "bert-rslora-reference.safetensors"),
         ] {
-            let name = backend.name();
+            let name = backend.flag();
             // The base found offline by the adapter's base_model_name_or_path, in the cache.
             let state = dir.path().join(format!("{run}-{name}-cache"));
             let labels = [OsStr::new("--labels"), OsStr::new(LABELS)];
@@ -256,7 +249,7 @@ fn lora_on_every_family_and_module_kind_matches_peft() {
             .into_iter()
             .filter(|b| b.serves(family))
         {
-            let state = dir.path().join(format!("{name}-{}", backend.name()));
+            let state = dir.path().join(format!("{name}-{}", backend.flag()));
             let run = variants.join(format!("{name}-run"));
             let (ok, stderr) = analyze(&run, &state, backend, Some(&cache), &labels);
             assert!(ok, "{name}: {stderr}");

@@ -106,7 +106,7 @@ fn legacy_pickle_weights_with_vocab_txt_match_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_of_model("legacy-model", dir.path());
     for backend in available_backends() {
-        let state = dir.path().join(format!("state-{}", backend.name()));
+        let state = dir.path().join(format!("state-{}", backend.flag()));
         let pipeline = run_pipeline(&run, &state, backend);
         assert_matches_reference(&pipeline.state().clone(), &pipeline, backend, 480, 480);
     }
@@ -117,22 +117,27 @@ fn sharded_safetensors_match_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_of_model("sharded-model", dir.path());
     for backend in available_backends() {
-        let state = dir.path().join(format!("state-{}", backend.name()));
+        let state = dir.path().join(format!("state-{}", backend.flag()));
         let pipeline = run_pipeline(&run, &state, backend);
         assert_matches_reference(&pipeline.state().clone(), &pipeline, backend, 480, 480);
     }
 }
 
-/// The avx512 backend reads only the word-embedding rows of the probe's tokens: the
+/// The cpu backend reads only the word-embedding rows of the probe's tokens: the
 /// model embeds that probe exactly, and refuses a probe with tokens it did not read, or
 /// tokens beyond the vocabulary, with an error instead of a wrong row.
 #[test]
 fn a_model_is_loaded_for_the_tokens_of_its_probe() {
+    for backend in available_backends() {
+        if let Backend::Cpu(_) = backend {
+            a_model_is_loaded_for_the_tokens_of_its_probe_on(backend);
+        }
+    }
+}
+
+fn a_model_is_loaded_for_the_tokens_of_its_probe_on(backend: Backend) {
     use dwell::checkpoint::{ModelConfig, WeightFiles};
     use dwell::embed::{ModelEmbedder, ModelSource, TokenizedProbe};
-    if !available_backends().contains(&Backend::Avx512) {
-        return;
-    }
     let dir = fixtures().join("hf-tiny-run/checkpoint-480");
     let source = ModelSource {
         base: None,
@@ -140,7 +145,7 @@ fn a_model_is_loaded_for_the_tokens_of_its_probe() {
         weights: WeightFiles::find(&dir).unwrap().unwrap(),
         dir: dir.clone(),
     };
-    let embedder = ModelEmbedder::with_backend(32, Backend::Avx512).unwrap();
+    let embedder = ModelEmbedder::with_backend(32, backend).unwrap();
     let vocab_size = source.config.vocab_size as u32;
     let probe = TokenizedProbe {
         ids: vec![vec![2, 7, 3], vec![2, 5, 5, 3]],

@@ -23,6 +23,8 @@ pub enum Action {
     TargetedData,
     AddData,
     Wait,
+    /// Nothing specific to this class: the run-level advice covers it.
+    RunLevel,
 }
 
 impl Action {
@@ -33,6 +35,7 @@ impl Action {
             Action::TargetedData => "targeted_data",
             Action::AddData => "add_data",
             Action::Wait => "wait",
+            Action::RunLevel => "run_level",
         }
     }
 
@@ -63,6 +66,9 @@ pub enum Basis {
     NoDwellData,
     /// The class has no F1 value yet.
     NoF1Data,
+    /// Its quadrant is the one most classes share for a reason about the run
+    /// (see `Advice::run_advice`), and nothing sets it apart.
+    RunLevel,
 }
 
 /// What "early" meant for this advice: onset <= `step`.
@@ -105,6 +111,44 @@ pub struct Evidence {
     pub train_count: Option<usize>,
 }
 
+/// A cause that is about the run, not about one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunFinding {
+    /// Most classes settled early with low F1: the model or the training
+    /// (capacity, learning rate, epochs) limits them, not their labels.
+    CapacityLimit,
+    /// Most classes have not settled: the run is too short to judge what
+    /// each class needs.
+    RunTooShort,
+}
+
+/// Advice said once for the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunAdvice {
+    /// `run:<finding>`, stable across checkpoints.
+    pub id: String,
+    pub finding: RunFinding,
+    pub message: String,
+    pub evidence: RunEvidence,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvidence {
+    /// The classes that show the pattern, in input order.
+    pub classes: Vec<String>,
+    /// Classes with a quadrant (not undetermined).
+    pub decided: usize,
+    /// `classes.len() / decided`.
+    pub share: f64,
+    /// Mean smoothed F1 of `classes`.
+    pub mean_f1: Option<f64>,
+    /// Median class dwell onset of `classes` that dwell (None: none does).
+    pub median_onset_step: Option<u64>,
+    pub latest_step: Option<u64>,
+    pub max_steps: Option<u64>,
+}
+
 /// The advice for one class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
@@ -136,4 +180,8 @@ pub struct Advice {
     /// The actionable subset: data collection by priority, then
     /// redefine_class.
     pub recommendations: Vec<Recommendation>,
+    /// Said once when most classes share a quadrant for a reason about the
+    /// run; the classes it covers get action `run_level`.
+    #[serde(default)]
+    pub run_advice: Option<RunAdvice>,
 }

@@ -128,7 +128,7 @@ mod tests {
                 label: label.to_owned(),
                 probe_count: 10,
                 dwell: BTreeMap::from([(
-                    "straightness".to_owned(),
+                    Rules::default().dwell.detector.name().to_owned(),
                     DwellInput {
                         onset_step: None,
                         dwell_fraction: 0.1,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::advice::{
     Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
+    RunAdvice, RunEvidence, RunFinding,
 };
 use super::rules::Rules;
 use super::template::{Placeholder, Significant, Template};
@@ -58,10 +59,20 @@ pub fn advise(rules: &Rules, run: &RunInput, classes: &[ClassEvidenceInput]) -> 
             .collect(),
     );
 
-    let assessed: Vec<Assessed> = classes
+    let mut assessed: Vec<Assessed> = classes
         .iter()
         .map(|class| assess(rules, class, shortfall, early_cutoff, median_train_count))
         .collect();
+    let run_advice = run_finding(rules, &assessed).map(|(finding, pattern)| {
+        let advice = run_advice(rules, finding, &pattern, &assessed, classes, run, max_steps);
+        for &index in &pattern {
+            if !is_specific(rules, finding, &assessed[index], median_train_count) {
+                assessed[index].action = Action::RunLevel;
+                assessed[index].evidence.basis = Basis::RunLevel;
+            }
+        }
+        advice
+    });
 
     let priorities = data_priorities(&assessed, classes);
     let classes: Vec<Recommendation> = assessed
@@ -99,6 +110,118 @@ pub fn advise(rules: &Rules, run: &RunInput, classes: &[ClassEvidenceInput]) -> 
         early_cutoff,
         classes,
         recommendations,
+        run_advice,
+    }
+}
+
+/// The run-level pattern, if more than `run.majority` of the decided classes
+/// show it, and the indices of those classes. Settled early with low F1
+/// everywhere is the model's or the training's limit; not settled almost
+/// anywhere means the run cannot tell yet what each class needs.
+fn run_finding(rules: &Rules, assessed: &[Assessed]) -> Option<(RunFinding, Vec<usize>)> {
+    let decided = assessed
+        .iter()
+        .filter(|a| a.quadrant != Quadrant::Undetermined)
+        .count();
+    let pattern = |quadrants: &[Quadrant]| -> Vec<usize> {
+        (0..assessed.len())
+            .filter(|&i| quadrants.contains(&assessed[i].quadrant))
+            .collect()
+    };
+    let most = |pattern: &Vec<usize>| pattern.len() as f64 > rules.run.majority * decided as f64;
+    let early_low = pattern(&[Quadrant::EarlyLow]);
+    let late = pattern(&[Quadrant::LateLow, Quadrant::LateHigh]);
+    if decided < rules.run.min_classes {
+        None
+    } else if most(&early_low) {
+        Some((RunFinding::CapacityLimit, early_low))
+    } else if most(&late) {
+        Some((RunFinding::RunTooShort, late))
+    } else {
+        None
+    }
+}
+
+/// Whether a class in the run-level pattern still has advice of its own: a
+/// collapse (its few training examples, not the run, explain it), or, in a
+/// run too short to judge, a late class whose training count is small.
+fn is_specific(
+    rules: &Rules,
+    finding: RunFinding,
+    assessed: &Assessed,
+    median_train_count: Option<f64>,
+) -> bool {
+    match finding {
+        RunFinding::CapacityLimit => assessed.evidence.basis == Basis::CollapseTrap,
+        RunFinding::RunTooShort => assessed
+            .evidence
+            .train_count
+            .is_some_and(|count| is_small_count(rules, count, median_train_count)),
+    }
+}
+
+fn is_small_count(rules: &Rules, count: usize, median_train_count: Option<f64>) -> bool {
+    count <= rules.collapse.max_train_count
+        || median_train_count
+            .is_some_and(|m| count as f64 <= rules.collapse.max_share_of_median * m)
+}
+
+fn run_advice(
+    rules: &Rules,
+    finding: RunFinding,
+    pattern: &[usize],
+    assessed: &[Assessed],
+    classes: &[ClassEvidenceInput],
+    run: &RunInput,
+    max_steps: Option<u64>,
+) -> RunAdvice {
+    let decided = assessed
+        .iter()
+        .filter(|a| a.quadrant != Quadrant::Undetermined)
+        .count();
+    let f1s: Vec<f64> = pattern
+        .iter()
+        .filter_map(|&i| assessed[i].evidence.f1)
+        .collect();
+    let mean_f1 = (!f1s.is_empty()).then(|| f1s.iter().sum::<f64>() / f1s.len() as f64);
+    let onsets: Vec<f64> = pattern
+        .iter()
+        .filter_map(|&i| assessed[i].evidence.onset_step)
+        .map(|s| s as f64)
+        .collect();
+    let evidence = RunEvidence {
+        classes: pattern.iter().map(|&i| classes[i].label.clone()).collect(),
+        decided,
+        share: pattern.len() as f64 / decided as f64,
+        mean_f1,
+        median_onset_step: median(onsets).map(|m| m.floor() as u64),
+        latest_step: run.steps.iter().max().copied(),
+        max_steps,
+    };
+    let template = match finding {
+        RunFinding::CapacityLimit => &rules.messages.run_capacity_limit,
+        RunFinding::RunTooShort => &rules.messages.run_too_short,
+    };
+    let message = template.render(|placeholder| match placeholder {
+        Placeholder::Classes => Some(format!("{} of {decided} classes", pattern.len())),
+        Placeholder::Step => evidence.latest_step.map(|s| s.to_string()),
+        Placeholder::MaxSteps => evidence.max_steps.map(|s| s.to_string()),
+        Placeholder::Onset => evidence.median_onset_step.map(|s| s.to_string()),
+        Placeholder::F1 => evidence.mean_f1.map(|f| format!("{f:.2}")),
+        _ => None,
+    });
+    let id = format!(
+        "run:{}",
+        match finding {
+            RunFinding::CapacityLimit => "capacity_limit",
+            RunFinding::RunTooShort => "run_too_short",
+        }
+    );
+    RunAdvice {
+        id,
+        finding,
+        message,
+        evidence,
     }
 }
 
@@ -234,10 +357,7 @@ fn early_low_action(
     match class.train_count {
         None => (Action::RedefineClass, Basis::CollapseUnconfirmed),
         Some(count) => {
-            let small = count <= rules.collapse.max_train_count
-                || median_train_count
-                    .is_some_and(|m| count as f64 <= rules.collapse.max_share_of_median * m);
-            if small {
+            if is_small_count(rules, count, median_train_count) {
                 (Action::AddData, Basis::CollapseTrap)
             } else {
                 (Action::RedefineClass, Basis::Matrix)
@@ -337,6 +457,7 @@ fn render(
     let messages = &rules.messages;
     let template: &Template = match (assessed.action, assessed.evidence.basis) {
         (Action::Wait, _) => &messages.wait,
+        (Action::RunLevel, _) => &messages.run_level,
         (Action::None, _) => &messages.healthy,
         (Action::RedefineClass, Basis::CollapseUnconfirmed) => {
             &messages.redefine_class_unconfirmed_collapse
@@ -373,6 +494,7 @@ fn render(
             .as_ref()
             .map(|c| format!("`{}` ({:.0}%)", c.label, c.share * 100.0)),
         Placeholder::TrainCount => evidence.train_count.map(|n| n.to_string()),
+        Placeholder::Classes | Placeholder::MaxSteps => None,
     })
 }
 
@@ -407,6 +529,11 @@ mod tests {
         }
     }
 
+    fn with_train(mut c: ClassEvidenceInput, count: usize) -> ClassEvidenceInput {
+        c.train_count = Some(count);
+        c
+    }
+
     fn confused(mut c: ClassEvidenceInput, with: &str, share: f64) -> ClassEvidenceInput {
         c.most_confused_with = Some((with.to_owned(), share));
         c
@@ -424,6 +551,116 @@ mod tests {
 
     const HIGH: &[f64] = &[0.5, 0.7, 0.85, 0.9, 0.9, 0.9];
     const LOW: &[f64] = &[0.1, 0.1, 0.2, 0.2, 0.3, 0.3];
+
+    #[test]
+    fn most_classes_early_and_low_is_said_once_for_the_run() {
+        let classes = [
+            confused(class("a", Some(200), LOW), "b", 0.1),
+            class("b", Some(300), &[0.2, 0.3, 0.4]),
+            class("c", Some(100), HIGH),
+            with_train(confused(class("d", Some(200), LOW), "a", 0.6), 5),
+        ];
+        let advice = advise(&Rules::default(), &run(600, Some(1000)), &classes);
+        let run_advice = advice.run_advice.as_ref().expect("a run-level finding");
+        assert_eq!(run_advice.id, "run:capacity_limit");
+        assert_eq!(run_advice.finding, RunFinding::CapacityLimit);
+        // a, b and d settled early with low F1: 3 of 4 decided classes.
+        assert_eq!(run_advice.evidence.classes, ["a", "b", "d"]);
+        assert_eq!(run_advice.evidence.share, 0.75);
+        assert_eq!(run_advice.evidence.median_onset_step, Some(200));
+        // Mean smoothed F1 (last 3): a and d (0.2 + 0.3 + 0.3) / 3, b 0.3.
+        let mean = run_advice.evidence.mean_f1.unwrap();
+        assert!(
+            (mean - (0.8 / 3.0 * 2.0 + 0.3) / 3.0).abs() < 1e-12,
+            "{mean}"
+        );
+        assert!(
+            run_advice
+                .message
+                .starts_with("the run, not the labels, is the limit: 3 of 4 classes settled early (median onset step 200) with low F1 (mean 0.28)"),
+            "{}",
+            run_advice.message
+        );
+        let action = |label: &str| {
+            let c = advice.classes.iter().find(|c| c.class == label).unwrap();
+            (c.quadrant, c.action, c.evidence.basis)
+        };
+        assert_eq!(
+            action("a"),
+            (Quadrant::EarlyLow, Action::RunLevel, Basis::RunLevel)
+        );
+        assert_eq!(
+            action("b"),
+            (Quadrant::EarlyLow, Action::RunLevel, Basis::RunLevel)
+        );
+        // d's own cause stays: five training examples, absorbed by a.
+        assert_eq!(
+            action("d"),
+            (Quadrant::EarlyLow, Action::AddData, Basis::CollapseTrap)
+        );
+        let ids: Vec<&str> = advice
+            .recommendations
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, ["add_data:d"]);
+    }
+
+    #[test]
+    fn most_classes_not_settled_is_a_run_too_short_and_small_classes_keep_their_advice() {
+        let classes = [
+            class("a", None, LOW),
+            class("b", None, HIGH),
+            with_train(class("c", None, LOW), 10),
+            class("d", Some(100), HIGH),
+        ];
+        let advice = advise(&Rules::default(), &run(1000, Some(1000)), &classes);
+        let run_advice = advice.run_advice.as_ref().expect("a run-level finding");
+        assert_eq!(run_advice.finding, RunFinding::RunTooShort);
+        assert_eq!(run_advice.evidence.classes, ["a", "b", "c"]);
+        assert_eq!(run_advice.evidence.median_onset_step, None);
+        assert!(
+            run_advice
+                .message
+                .contains("3 of 4 classes have not settled by step 1000 of 1000"),
+            "{}",
+            run_advice.message
+        );
+        let actions: Vec<Action> = advice.classes.iter().map(|c| c.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::RunLevel,
+                Action::RunLevel,
+                Action::AddData,
+                Action::None
+            ]
+        );
+        let a = &advice.classes[0];
+        assert!(
+            a.message.ends_with("see the run-level advice"),
+            "{}",
+            a.message
+        );
+        assert_eq!(a.priority, None);
+    }
+
+    #[test]
+    fn no_run_level_finding_without_a_majority_or_with_few_classes() {
+        let split = [
+            class("a", Some(100), LOW),
+            class("b", Some(100), LOW),
+            class("c", None, LOW),
+            class("d", None, LOW),
+        ];
+        // 2 of 4 early_low and 2 of 4 late: neither is more than half.
+        let advice = advise(&Rules::default(), &run(600, Some(1000)), &split);
+        assert_eq!(advice.run_advice, None);
+        let two = [class("a", Some(100), LOW), class("b", Some(100), LOW)];
+        let advice = advise(&Rules::default(), &run(600, Some(1000)), &two);
+        assert_eq!(advice.run_advice, None);
+        assert_eq!(advice.classes[0].action, Action::RedefineClass);
+    }
 
     #[test]
     fn early_and_high_is_healthy() {
@@ -532,7 +769,9 @@ mod tests {
     #[test]
     fn a_class_without_onset_or_f1_data_waits() {
         let mut no_dwell = class("a", Some(100), HIGH);
-        no_dwell.dwell.remove("straightness");
+        no_dwell
+            .dwell
+            .remove(Rules::default().dwell.detector.name());
         let no_f1 = class("b", Some(100), &[]);
         let advice = advise(&Rules::default(), &run(600, Some(1000)), &[no_dwell, no_f1]);
         assert!(advice.evidence_sufficient);
@@ -601,6 +840,7 @@ mod tests {
             },
         );
         let mut rules = Rules::default();
+        rules.dwell.detector = super::super::Detector::Straightness;
         assert_eq!(
             advise(&rules, &run(600, Some(1000)), &[c.clone()]).classes[0].quadrant,
             Quadrant::LateHigh
@@ -687,7 +927,11 @@ mod tests {
             confused(class("hard", Some(300), LOW), "x", 0.2),
             class("fine", Some(300), HIGH),
         ];
-        let advice = advise(&Rules::default(), &run(600, Some(1000)), &classes);
+        // Six of nine classes late would be a run too short to judge; with the
+        // run-level diagnosis off, the per-class order shows.
+        let mut rules = Rules::default();
+        rules.run.majority = 1.0;
+        let advice = advise(&rules, &run(600, Some(1000)), &classes);
         let order: Vec<(&str, Option<usize>)> = advice
             .recommendations
             .iter()

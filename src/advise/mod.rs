@@ -14,7 +14,10 @@ mod template;
 
 pub use advice::{
     Action, Advice, Basis, Confusion, CutoffBasis, EarlyCutoff, Evidence, Quadrant, Recommendation,
+    RunAdvice, RunEvidence, RunFinding,
 };
 pub use diff::{announce, extend_streaks, material_changes, ActionChange, Streak, Streaks};
 pub use matrix::{advise, ClassEvidenceInput, DwellInput, RunInput};
-pub use rules::{CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError};
+pub use rules::{
+    CollapseRules, Detector, DwellRules, EvidenceRules, F1Rules, Rules, RulesError, RunRules,
+};

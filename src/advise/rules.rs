@@ -65,6 +65,16 @@ pub struct CollapseRules {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct RunRules {
+    /// A run-level finding needs more than this share of the decided
+    /// classes in its pattern.
+    pub majority: f64,
+    /// ... and at least this many decided classes: with one or two, a shared
+    /// quadrant says nothing about the run.
+    pub min_classes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Messages {
     pub(super) healthy: Template,
     pub(super) redefine_class: Template,
@@ -73,6 +83,9 @@ pub(super) struct Messages {
     pub(super) add_data: Template,
     pub(super) add_data_collapse: Template,
     pub(super) wait: Template,
+    pub(super) run_level: Template,
+    pub(super) run_capacity_limit: Template,
+    pub(super) run_too_short: Template,
 }
 
 /// Validated rules. The thresholds are public so callers can show them; the
@@ -83,6 +96,7 @@ pub struct Rules {
     pub dwell: DwellRules,
     pub f1: F1Rules,
     pub collapse: CollapseRules,
+    pub run: RunRules,
     pub(super) messages: Messages,
 }
 
@@ -146,6 +160,7 @@ impl Rules {
             dwell,
             f1,
             collapse,
+            run,
             messages,
         } = file;
         Ok(Rules {
@@ -174,6 +189,10 @@ impl Rules {
                 min_absorbed_share: check
                     .share(&collapse.min_absorbed_share, "collapse.min_absorbed_share")?,
             },
+            run: RunRules {
+                majority: check.share(&run.majority, "run.majority")?,
+                min_classes: check.at_least_one(&run.min_classes, "run.min_classes")?,
+            },
             messages: Messages {
                 healthy: check.template(&messages.healthy, "messages.healthy")?,
                 redefine_class: check
@@ -187,6 +206,10 @@ impl Rules {
                 add_data_collapse: check
                     .template(&messages.add_data_collapse, "messages.add_data_collapse")?,
                 wait: check.template(&messages.wait, "messages.wait")?,
+                run_level: check.template(&messages.run_level, "messages.run_level")?,
+                run_capacity_limit: check
+                    .template(&messages.run_capacity_limit, "messages.run_capacity_limit")?,
+                run_too_short: check.template(&messages.run_too_short, "messages.run_too_short")?,
             },
         })
     }
@@ -204,7 +227,15 @@ struct RulesFile {
     dwell: DwellFile,
     f1: F1File,
     collapse: CollapseFile,
+    run: RunFile,
     messages: MessagesFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunFile {
+    majority: Spanned<f64>,
+    min_classes: Spanned<usize>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +278,9 @@ struct MessagesFile {
     add_data: Spanned<String>,
     add_data_collapse: Spanned<String>,
     wait: Spanned<String>,
+    run_level: Spanned<String>,
+    run_capacity_limit: Spanned<String>,
+    run_too_short: Spanned<String>,
 }
 
 struct Checker<'a> {
@@ -363,7 +397,7 @@ mod tests {
         assert_eq!(
             rules.dwell,
             DwellRules {
-                detector: Detector::Straightness,
+                detector: Detector::Distance,
                 early_fraction: 0.5,
                 peer_factor: 1.0
             }
@@ -381,6 +415,13 @@ mod tests {
                 max_train_count: 50,
                 max_share_of_median: 0.25,
                 min_absorbed_share: 0.2
+            }
+        );
+        assert_eq!(
+            rules.run,
+            RunRules {
+                majority: 0.5,
+                min_classes: 3
             }
         );
         assert_eq!(Rules::default(), rules);
@@ -436,7 +477,7 @@ mod tests {
 
     #[test]
     fn unknown_detector_is_refused() {
-        let text = default_with("detector = \"straightness\"", "detector = \"speed\"");
+        let text = default_with("detector = \"distance\"", "detector = \"speed\"");
         let error = Rules::from_toml_str(&text, "r.toml").unwrap_err();
         assert_eq!(error.key.as_deref(), Some("dwell.detector"));
         assert_eq!(error.line, line_of(&text, "detector = \"speed\""));

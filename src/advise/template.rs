@@ -18,10 +18,13 @@ pub(super) enum Placeholder {
     Speed,
     ConfusedWith,
     TrainCount,
+    /// Run-level messages: "7 of 9 classes".
+    Classes,
+    MaxSteps,
 }
 
 impl Placeholder {
-    const ALL: [Placeholder; 10] = [
+    const ALL: [Placeholder; 12] = [
         Placeholder::Label,
         Placeholder::Step,
         Placeholder::Onset,
@@ -32,6 +35,8 @@ impl Placeholder {
         Placeholder::Speed,
         Placeholder::ConfusedWith,
         Placeholder::TrainCount,
+        Placeholder::Classes,
+        Placeholder::MaxSteps,
     ];
 
     fn name(self) -> &'static str {
@@ -46,6 +51,8 @@ impl Placeholder {
             Placeholder::Speed => "speed",
             Placeholder::ConfusedWith => "confused_with",
             Placeholder::TrainCount => "train_count",
+            Placeholder::Classes => "classes",
+            Placeholder::MaxSteps => "max_steps",
         }
     }
 

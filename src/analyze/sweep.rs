@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use super::detectors::{DetectorKind, DistanceRule, StayPointRule};
+use super::detectors::{censored_median_onset, DetectorKind, DistanceRule, StayPointRule};
 use super::params::{RelativeParams, StraightnessParams};
+use super::rank::spearman;
 use super::trajectory::TrajectoryAnalysis;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,6 +17,23 @@ pub struct SweepRow {
     /// Their share of all probe examples; `None` for an empty probe set.
     pub share: Option<f64>,
     pub per_class: Vec<ClassSweep>,
+    /// How this threshold orders the classes by training count; only when
+    /// training counts are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training_order: Option<TrainingOrder>,
+}
+
+/// Spearman's ρ between the classes' training counts and what the detector
+/// finds per class: more data should mean a larger dwell fraction (ρ near
+/// +1) and an earlier onset (ρ near −1). `None` where one side is constant
+/// (e.g. every class dwells fully): the detector then orders nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrainingOrder {
+    /// Classes with probe examples and a known training count.
+    pub classes: usize,
+    pub dwell_fraction_rho: Option<f64>,
+    /// Onsets that have not happened ("none yet") rank after every step.
+    pub onset_rho: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,6 +43,8 @@ pub struct ClassSweep {
     pub trajectories: usize,
     /// `None` for a class without probe examples.
     pub share: Option<f64>,
+    /// The class dwell onset under this threshold; `None`: none yet.
+    pub onset_step: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,11 +55,13 @@ pub struct InvalidThreshold {
 
 /// One row per threshold: the detector's threshold replaced (D for distance,
 /// ε for straightness, β for relative), its other parameters as in
-/// `analysis.rules`.
+/// `analysis.rules`. With `train_counts` (per class index), each row also
+/// says how well it orders the classes by training count.
 pub fn sweep(
     analysis: &TrajectoryAnalysis,
     detector: DetectorKind,
     thresholds: &[f64],
+    train_counts: Option<&[Option<usize>]>,
 ) -> Result<Vec<SweepRow>, InvalidThreshold> {
     if let Some(&threshold) = thresholds
         .iter()
@@ -77,7 +99,35 @@ pub fn sweep(
                 },
             ),
         })
+        .map(|mut row| {
+            row.training_order = train_counts.map(|counts| training_order(&row, counts));
+            row
+        })
         .collect())
+}
+
+/// ρ over the classes that have probe examples and a training count.
+pub fn training_order(row: &SweepRow, train_counts: &[Option<usize>]) -> TrainingOrder {
+    let known: Vec<(f64, f64, f64)> = row
+        .per_class
+        .iter()
+        .filter_map(|class| {
+            let count = (*train_counts.get(class.class)?)?;
+            Some((
+                count as f64,
+                class.share?,
+                class.onset_step.map_or(f64::INFINITY, |s| s as f64),
+            ))
+        })
+        .collect();
+    let counts: Vec<f64> = known.iter().map(|k| k.0).collect();
+    let fractions: Vec<f64> = known.iter().map(|k| k.1).collect();
+    let onsets: Vec<f64> = known.iter().map(|k| k.2).collect();
+    TrainingOrder {
+        classes: known.len(),
+        dwell_fraction_rho: spearman(&counts, &fractions),
+        onset_rho: spearman(&counts, &onsets),
+    }
 }
 
 fn sweep_row(analysis: &TrajectoryAnalysis, threshold: f64, rule: &impl StayPointRule) -> SweepRow {
@@ -87,29 +137,34 @@ fn sweep_row(analysis: &TrajectoryAnalysis, threshold: f64, rule: &impl StayPoin
             examples: 0,
             trajectories: 0,
             share: None,
+            onset_step: None,
         })
         .collect();
+    let mut onsets: Vec<Vec<Option<u64>>> = vec![Vec::new(); per_class.len()];
     let mut trajectories = 0;
-    for (example, onsets) in analysis.examples.iter().enumerate() {
-        let class = &mut per_class[onsets.class];
+    for (example, example_onsets) in analysis.examples.iter().enumerate() {
+        let class = &mut per_class[example_onsets.class];
         class.examples += 1;
-        let dwells = analysis
+        let onset = analysis
             .example_series(example)
             .and_then(|series| rule.first_stay_point(series))
-            .is_some();
-        if dwells {
+            .map(|t| analysis.steps[t]);
+        if onset.is_some() {
             class.trajectories += 1;
             trajectories += 1;
         }
+        onsets[example_onsets.class].push(onset);
     }
-    for class in &mut per_class {
+    for (class, onsets) in per_class.iter_mut().zip(onsets) {
         class.share = share(class.trajectories, class.examples);
+        class.onset_step = censored_median_onset(onsets);
     }
     SweepRow {
         threshold,
         trajectories,
         share: share(trajectories, analysis.examples.len()),
         per_class,
+        training_order: None,
     }
 }
 
@@ -161,7 +216,13 @@ mod tests {
 
     #[test]
     fn distance_sweep_counts_trajectories_with_a_stay_per_threshold() {
-        let rows = sweep(&analysis(), DetectorKind::Distance, &[0.2, 0.5 + 1e-9, 2.0]).unwrap();
+        let rows = sweep(
+            &analysis(),
+            DetectorKind::Distance,
+            &[0.2, 0.5 + 1e-9, 2.0],
+            None,
+        )
+        .unwrap();
         // D = 0.2: nothing is strictly slower. D just above 0.5: two examples.
         assert_eq!(
             counts(&rows),
@@ -178,23 +239,53 @@ mod tests {
     #[test]
     fn relative_sweep_replaces_beta_only() {
         // r = w_1 = 1 for everyone; β = 0.3 catches 0.25, β = 0.6 also 0.5.
-        let rows = sweep(&analysis(), DetectorKind::Relative, &[0.3, 0.6]).unwrap();
+        let rows = sweep(&analysis(), DetectorKind::Relative, &[0.3, 0.6], None).unwrap();
         assert_eq!(counts(&rows), [(1, vec![0, 1, 0]), (2, vec![1, 1, 0])]);
+    }
+
+    #[test]
+    fn training_order_ranks_classes_with_probe_examples_and_counts() {
+        // β = 0.6: class 0 has 1 of 2 dwelling (onset 10, the lower middle
+        // of 10 and none), class 1 its one example (onset 10); class 2 has no
+        // probe example and stays out.
+        let counts = [Some(100), Some(10), Some(5)];
+        let rows = sweep(&analysis(), DetectorKind::Relative, &[0.6], Some(&counts)).unwrap();
+        let onsets: Vec<Option<u64>> = rows[0].per_class.iter().map(|c| c.onset_step).collect();
+        assert_eq!(onsets, [Some(10), Some(10), None]);
+        // The larger class dwells less (0.5 against 1.0): ρ = −1; equal
+        // onsets order nothing.
+        assert_eq!(
+            rows[0].training_order,
+            Some(TrainingOrder {
+                classes: 2,
+                dwell_fraction_rho: Some(-1.0),
+                onset_rho: None,
+            })
+        );
+        let unknown = [Some(100), None, None];
+        let rows = sweep(&analysis(), DetectorKind::Relative, &[0.6], Some(&unknown)).unwrap();
+        assert_eq!(rows[0].training_order.unwrap().classes, 1);
+        assert_eq!(rows[0].training_order.unwrap().dwell_fraction_rho, None);
     }
 
     #[test]
     fn straightness_sweep_and_bad_thresholds() {
         // Every 1-D path here is monotone: S = 1 wherever defined (t <= 2).
-        let rows = sweep(&analysis(), DetectorKind::Straightness, &[1.0, 1.5]).unwrap();
+        let rows = sweep(&analysis(), DetectorKind::Straightness, &[1.0, 1.5], None).unwrap();
         assert_eq!(counts(&rows), [(0, vec![0, 0, 0]), (3, vec![2, 1, 0])]);
         assert_eq!(
-            sweep(&analysis(), DetectorKind::Straightness, &[0.1, f64::NAN])
-                .unwrap_err()
-                .to_string(),
+            sweep(
+                &analysis(),
+                DetectorKind::Straightness,
+                &[0.1, f64::NAN],
+                None
+            )
+            .unwrap_err()
+            .to_string(),
             "sweep threshold NaN is not a finite number >= 0"
         );
-        assert!(sweep(&analysis(), DetectorKind::Distance, &[-1.0]).is_err());
-        assert!(sweep(&analysis(), DetectorKind::Distance, &[])
+        assert!(sweep(&analysis(), DetectorKind::Distance, &[-1.0], None).is_err());
+        assert!(sweep(&analysis(), DetectorKind::Distance, &[], None)
             .unwrap()
             .is_empty());
     }

@@ -333,18 +333,18 @@ fn reference_interval(setting: Setting<u64>, steps: &[u64]) -> Option<u64> {
 }
 
 /// Reads checkpoints and checks their shape, so the math can trust them.
-struct CheckpointReader<'a, S> {
-    source: &'a mut S,
-    steps: &'a [u64],
-    examples: usize,
+pub(super) struct CheckpointReader<'a, S> {
+    pub(super) source: &'a mut S,
+    pub(super) steps: &'a [u64],
+    pub(super) examples: usize,
 }
 
 impl<S: PositionSource> CheckpointReader<'_, S> {
-    fn dim(&self) -> usize {
+    pub(super) fn dim(&self) -> usize {
         self.source.dim()
     }
 
-    fn read(&mut self, checkpoint: usize) -> Result<Vec<f32>, AnalysisError<S::Error>> {
+    pub(super) fn read(&mut self, checkpoint: usize) -> Result<Vec<f32>, AnalysisError<S::Error>> {
         let step = self.steps[checkpoint];
         let dim = self.dim();
         let positions =

@@ -1,6 +1,6 @@
-//! The PyTorch baseline: `bench/torch_baseline.py` run on the prepared cases with the
-//! same thread count and batch size, and the JSON it writes (schema documented at the
-//! top of the script).
+//! The PyTorch and ONNX Runtime baselines: `bench/torch_baseline.py` run on the
+//! prepared cases with the same thread count and batch size, and the JSON it writes
+//! (schema documented at the top of the script).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -13,7 +13,7 @@ use super::cases::{read_json, CaseName};
 use super::whole_run::describe_command;
 use super::{median, BenchConfig, BenchError, BenchProgress};
 
-pub const BASELINE_SCHEMA: &str = "dwell.torch-baseline/1";
+pub const BASELINE_SCHEMA: &str = "dwell.torch-baseline/2";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Baseline {
@@ -22,6 +22,8 @@ pub struct Baseline {
     pub transformers: String,
     pub threads: usize,
     pub batch_size: usize,
+    /// ONNX Runtime's version, when it ran (`--ort`).
+    pub onnxruntime: Option<String>,
     /// By case folder name.
     pub cases: BTreeMap<String, BaselineCase>,
     pub whole_run: Option<BaselineWholeRun>,
@@ -42,6 +44,23 @@ pub struct BaselineCase {
     pub process_max_rss_bytes: u64,
     pub attn_implementation: String,
     pub parity: Option<Parity>,
+    pub ort: Option<OrtCase>,
+}
+
+/// ONNX Runtime on the exported model, length-sorted batches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OrtCase {
+    /// The InferenceSession created from the exported file (the export not counted).
+    pub session_seconds: f64,
+    pub pass_seconds: Vec<f64>,
+    pub padded_tokens: usize,
+    pub parity: Option<Parity>,
+}
+
+impl OrtCase {
+    pub fn pass_median(&self) -> f64 {
+        median(&self.pass_seconds)
+    }
 }
 
 /// Largest absolute differences between PyTorch's outputs and dwell's.
@@ -55,6 +74,8 @@ pub struct Parity {
 pub struct BaselineWholeRun {
     pub checkpoints: usize,
     pub pass_seconds: Vec<f64>,
+    /// ONNX Runtime's sorted pass per checkpoint, when it ran.
+    pub ort_pass_seconds: Option<Vec<f64>>,
 }
 
 impl BaselineCase {
@@ -68,14 +89,28 @@ impl BaselineWholeRun {
     pub fn total_seconds(&self) -> f64 {
         self.pass_seconds.iter().sum()
     }
+
+    /// ONNX Runtime's passes alone, summed.
+    pub fn ort_total_seconds(&self) -> Option<f64> {
+        self.ort_pass_seconds
+            .as_ref()
+            .map(|passes| passes.iter().sum())
+    }
+}
+
+/// The modules the baseline imports: PyTorch's, and ONNX Runtime's with the exporter's
+/// (`pip install onnxruntime onnx onnxscript`) unless `--no-ort`.
+fn imports(ort: bool) -> &'static str {
+    if ort {
+        "import torch, transformers, safetensors, onnxruntime, onnx, onnxscript"
+    } else {
+        "import torch, transformers, safetensors"
+    }
 }
 
 /// Fails early, before minutes of measuring, when `python` cannot run the baseline.
-pub(crate) fn check_python(python: &Path) -> Result<(), BenchError> {
-    let args: Vec<OsString> = vec![
-        "-c".into(),
-        "import torch, transformers, safetensors".into(),
-    ];
+pub(crate) fn check_python(python: &Path, ort: bool) -> Result<(), BenchError> {
+    let args: Vec<OsString> = vec!["-c".into(), imports(ort).into()];
     let output = Command::new(python)
         .args(&args)
         .output()
@@ -86,11 +121,18 @@ pub(crate) fn check_python(python: &Path) -> Result<(), BenchError> {
     if output.status.success() {
         return Ok(());
     }
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    stderr.push_str(if ort {
+        "\nthe baseline needs `pip install torch transformers safetensors onnxruntime onnx \
+         onnxscript` in that Python (or --no-ort to leave ONNX Runtime out)"
+    } else {
+        "\nthe baseline needs `pip install torch transformers safetensors` in that Python"
+    });
     Err(BenchError::ChildFailed {
         command: describe_command(python, &args),
         status: output.status.to_string(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        stderr,
     })
 }
 
@@ -146,6 +188,9 @@ pub(crate) fn run(
         "--out".into(),
         out.clone().into(),
     ];
+    if config.ort {
+        args.push("--ort".into());
+    }
     let cases = match part {
         Part::Cases => config.cases.clone(),
         Part::WholeRun { .. } => vec![CaseName::Minilm],

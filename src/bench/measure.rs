@@ -16,12 +16,16 @@ use crate::checkpoint::{
     load_tokenizer, AdapterFiles, CheckpointError, DictionarySearch, LayerSpec, ModelConfig,
     WeightFiles, ADAPTER_CONFIG,
 };
-use crate::embed::{BaseModel, Embeddings, ModelEmbedder, ModelSource, TokenizedProbe};
+use crate::embed::{
+    Backend, BackendChoice, BaseModel, Embeddings, ModelEmbedder, ModelSource, TokenizedProbe,
+};
 use crate::probe::load_probe;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseMeasurement {
     pub case: CaseName,
+    /// The backend (and instruction set) that embedded the case.
+    pub backend: Backend,
     pub texts: usize,
     pub max_len: usize,
     /// Each `load_model`: weights read and the model built.
@@ -94,6 +98,7 @@ pub(crate) fn padding_share(tokens: usize, padded_tokens: usize) -> f64 {
 
 pub(crate) fn measure_case(
     case: &PreparedCase,
+    backend: BackendChoice,
     batch_size: usize,
     loads: usize,
     passes: usize,
@@ -113,7 +118,7 @@ pub(crate) fn measure_case(
         weights,
     };
     let weights_bytes = source.weights.size()?;
-    let embedder = ModelEmbedder::new(batch_size)?;
+    let embedder = ModelEmbedder::choosing(batch_size, backend)?;
 
     let start = memory::reset_peak_rss().and_then(|()| memory::rss_now_and_peak());
     // Tokenised first: a model is loaded for the probe it embeds.
@@ -140,7 +145,11 @@ pub(crate) fn measure_case(
     let lora_load_seconds = {
         let last = model.take();
         drop(last);
-        let seconds = lora_loads(case, &source, &embedder, &tokenized, loads)?;
+        // An embedder of their own: the base it keeps for them (the whole model, read
+        // once) is dropped with it, before the passes, whose peak it would add to.
+        let lora_embedder = ModelEmbedder::choosing(batch_size, backend)?;
+        let seconds = lora_loads(case, &source, &lora_embedder, &tokenized, loads)?;
+        drop(lora_embedder);
         model = Some(embedder.load_model(&source, &tokenized)?);
         seconds
     };
@@ -171,6 +180,7 @@ pub(crate) fn measure_case(
     let padded_tokens = embedder.computed_positions(model.backend(), &tokenized);
     Ok(CaseMeasurement {
         case: case.name,
+        backend: model.backend(),
         texts: texts.len(),
         max_len: case.manifest.max_len,
         load_seconds,

@@ -18,7 +18,7 @@ mod table;
 mod weights;
 mod whole_run;
 
-pub use baseline::{Baseline, BaselineCase, BaselineWholeRun, Parity, BASELINE_SCHEMA};
+pub use baseline::{Baseline, BaselineCase, BaselineWholeRun, OrtCase, Parity, BASELINE_SCHEMA};
 pub use cases::{CaseManifest, CaseName, CaseSource, PreparedCase, GENERATOR_VERSION};
 pub use measure::{CaseMeasurement, PeakMemory};
 pub use table::render;
@@ -27,7 +27,7 @@ pub use whole_run::{WholeRunMeasurement, WholeRunRound};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::CheckpointError;
-use crate::embed::EmbedError;
+use crate::embed::{BackendChoice, EmbedError};
 use crate::probe::ProbeError;
 use crate::store::StoreError;
 
@@ -98,11 +98,16 @@ pub struct BenchConfig {
     /// Whole runs of `dwell analyze`, each followed by PyTorch's with `--python`.
     pub rounds: usize,
     pub threads: usize,
+    /// `--backend`: the in-process cases and the `dwell analyze` children embed with it.
+    pub backend: BackendChoice,
     pub batch_size: usize,
     /// The `dwell` binary the whole-run case runs as a child.
     pub dwell_exe: PathBuf,
     /// A Python with torch and transformers, to run [`BASELINE_SCRIPT`] with.
     pub python: Option<PathBuf>,
+    /// With `python`: ONNX Runtime on the exported model too (onnxruntime, onnx and
+    /// onnxscript installed there).
+    pub ort: bool,
 }
 
 /// What the bench tells its caller while it works (each step can take minutes).
@@ -183,7 +188,7 @@ pub fn run(
         )?),
         None => {
             if let Some(python) = &config.python {
-                baseline::check_python(python)?;
+                baseline::check_python(python, config.ort)?;
             }
             None
         }
@@ -193,6 +198,7 @@ pub fn run(
         progress(BenchProgress::Measuring { case: case.name });
         measured.push(measure::measure_case(
             case,
+            config.backend,
             config.batch_size,
             config.loads,
             config.passes,
@@ -237,7 +243,7 @@ fn measure_whole_runs(
         let torch = match &config.python {
             Some(python) => {
                 if round == 1 {
-                    baseline::check_python(python)?;
+                    baseline::check_python(python, config.ort)?;
                 }
                 let part = baseline::Part::WholeRun { round };
                 let baseline = baseline::run(config, python, baseline_script, part, progress)?;
@@ -257,6 +263,7 @@ fn measure_whole_runs(
     let first = first.expect("--rounds is at least 1");
     Ok(WholeRunMeasurement {
         checkpoints: first.checkpoints,
+        backend: first.backend,
         rounds,
         peak_rss: first.peak_rss,
     })

@@ -1,9 +1,10 @@
 //! The bench's plain-text report: the machine, the whole-run comparison, and per case a
-//! table of dwell's figures beside PyTorch's (when the baseline ran) with their ratio.
+//! table of dwell's figures beside PyTorch's and ONNX Runtime's (when the baselines
+//! ran) with their ratios.
 
 use std::fmt::Write;
 
-use super::baseline::{Baseline, BaselineCase};
+use super::baseline::{Baseline, BaselineCase, OrtCase};
 use super::measure::{padding_share, per_second, CaseMeasurement, PeakMemory};
 use super::{median, BenchReport, WholeRunMeasurement};
 
@@ -20,6 +21,7 @@ struct Row {
     label: String,
     dwell: Option<f64>,
     torch: Option<f64>,
+    ort: Option<f64>,
     unit: Unit,
 }
 
@@ -28,8 +30,22 @@ fn row(label: impl Into<String>, dwell: Option<f64>, torch: Option<f64>, unit: U
         label: label.into(),
         dwell,
         torch,
+        ort: None,
         unit,
     }
+}
+
+impl Row {
+    fn with_ort(self, ort: Option<f64>) -> Self {
+        Self { ort, ..self }
+    }
+}
+
+/// The baseline columns a table has.
+#[derive(Clone, Copy)]
+struct Columns {
+    torch: bool,
+    ort: bool,
 }
 
 fn format_value(value: Option<f64>, unit: Unit) -> String {
@@ -73,9 +89,16 @@ pub fn render(report: &BenchReport) -> String {
             baseline.batch_size,
             attention.first().copied().unwrap_or("-")
         );
+        if let Some(version) = &baseline.onnxruntime {
+            let _ = writeln!(
+                out,
+                "ONNX Runtime baseline: onnxruntime {version}, the same model exported by torch.onnx, {} intra-op threads, length-sorted batches of {}",
+                baseline.threads, baseline.batch_size
+            );
+        }
         let _ = writeln!(
             out,
-            "dwell/PyTorch: below 1 is dwell faster for times, above 1 for rates"
+            "dwell/PyTorch, dwell/ORT: below 1 is dwell faster for times, above 1 for rates"
         );
     }
     if let Some(whole) = &report.whole_run {
@@ -96,26 +119,31 @@ pub fn render(report: &BenchReport) -> String {
 fn render_whole_run(out: &mut String, whole: &WholeRunMeasurement) {
     let per_checkpoint = |seconds: f64| seconds / whole.checkpoints.max(1) as f64;
     let totals = whole.torch_totals();
+    let ort_totals = whole.ort_totals();
     let _ = writeln!(
         out,
-        "whole run, minilm, {} checkpoints, {} round(s){}:",
+        "whole run, minilm, {} checkpoints, {} backend, {} round(s){}:",
         whole.checkpoints,
+        whole.backend.as_deref().unwrap_or("unreported"),
         whole.rounds.len(),
-        if totals.is_some() {
-            ", dwell and PyTorch alternating"
-        } else {
-            ""
+        match (&totals, &ort_totals) {
+            (Some(_), Some(_)) => ", dwell, PyTorch and ONNX Runtime alternating",
+            (Some(_), None) => ", dwell and PyTorch alternating",
+            _ => "",
         }
     );
     match &totals {
         Some(totals) => {
-            let _ = writeln!(
-                out,
+            let mut header = format!(
                 "  {:<7}{:>17}{:>19}{:>11}",
                 "round", "dwell analyze s", "PyTorch passes s", "speed-up"
             );
+            if ort_totals.is_some() {
+                let _ = write!(header, "{:>15}{:>11}", "ORT passes s", "speed-up");
+            }
+            let _ = writeln!(out, "{header}");
             for (index, (round, total)) in whole.rounds.iter().zip(totals).enumerate() {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  {:<7}{:>17.2}{:>19.2}{:>10.2}x",
                     index + 1,
@@ -123,6 +151,10 @@ fn render_whole_run(out: &mut String, whole: &WholeRunMeasurement) {
                     total,
                     total / round.dwell_seconds
                 );
+                if let Some(ort) = ort_totals.as_ref().map(|totals| totals[index]) {
+                    let _ = write!(out, "{ort:>15.2}{:>10.2}x", ort / round.dwell_seconds);
+                }
+                let _ = writeln!(out);
             }
         }
         None => {
@@ -150,17 +182,37 @@ fn render_whole_run(out: &mut String, whole: &WholeRunMeasurement) {
             whole.checkpoints,
             per_checkpoint(torch)
         );
-        let (lowest, highest) = speedups
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &s| {
-                (low.min(s), high.max(s))
-            });
+        let (lowest, highest) = range(&speedups);
         let _ = writeln!(
             out,
             "  speed-up, PyTorch passes / dwell whole process: median {:.2}x of the rounds' (lowest {lowest:.2}x, highest {highest:.2}x)",
             median(&speedups)
         );
     }
+    if let (Some(totals), Some(speedups)) = (&ort_totals, whole.ort_speedups()) {
+        let ort = median(totals);
+        let (lowest, highest) = range(&speedups);
+        let _ = writeln!(
+            out,
+            "  ONNX Runtime, sum of {} sorted embedding passes alone: median {ort:.2} s ({:.3} s per checkpoint)",
+            whole.checkpoints,
+            per_checkpoint(ort)
+        );
+        let _ = writeln!(
+            out,
+            "  speed-up, ORT passes / dwell whole process: median {:.2}x of the rounds' (lowest {lowest:.2}x, highest {highest:.2}x)",
+            median(&speedups)
+        );
+    }
+}
+
+/// The lowest and highest value.
+fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| {
+            (low.min(v), high.max(v))
+        })
 }
 
 fn render_case(
@@ -171,11 +223,16 @@ fn render_case(
 ) {
     let _ = writeln!(
         out,
-        "{}: {} texts, max length {}",
-        case.case, case.texts, case.max_len
+        "{}: {} texts, max length {}, {} backend",
+        case.case,
+        case.texts,
+        case.max_len,
+        case.backend.name()
     );
     let torch_value = |f: &dyn Fn(&BaselineCase) -> Option<f64>| torch.and_then(f);
     let torch_median = torch.map(BaselineCase::pass_median);
+    let ort = torch.and_then(|t| t.ort.as_ref());
+    let ort_value = |f: &dyn Fn(&OrtCase) -> f64| ort.map(f);
     let (at_start, loading_peak, embedding_peak) = match &case.memory {
         PeakMemory::Measured {
             at_start,
@@ -195,7 +252,8 @@ fn render_case(
             Some(median(&case.load_seconds)),
             torch_value(&|t| Some(median(&t.load_seconds))),
             Unit::Seconds,
-        ),
+        )
+        .with_ort(ort_value(&|o| o.session_seconds)),
         row(
             "load s, fastest",
             case.load_seconds.iter().copied().reduce(f64::min),
@@ -228,31 +286,36 @@ fn render_case(
             Some(case.pass_median()),
             torch_median,
             Unit::Seconds,
-        ),
+        )
+        .with_ort(ort_value(&OrtCase::pass_median)),
         row(
             "texts/s",
             Some(case.texts_per_second()),
             torch_value(&|t| Some(per_second(t.texts, t.pass_median()))),
             Unit::PerSecond,
-        ),
+        )
+        .with_ort(torch.and_then(|t| ort_value(&|o| per_second(t.texts, o.pass_median())))),
         row(
             "tokens/s",
             Some(case.tokens_per_second()),
             torch_value(&|t| Some(per_second(t.tokens, t.pass_median()))),
             Unit::PerSecond,
-        ),
+        )
+        .with_ort(torch.and_then(|t| ort_value(&|o| per_second(t.tokens, o.pass_median())))),
         row(
             "real tokens",
             Some(case.tokens as f64),
             torch_value(&|t| Some(t.tokens as f64)),
             Unit::Count,
-        ),
+        )
+        .with_ort(torch.and_then(|t| ort_value(&|_| t.tokens as f64))),
         row(
             "padding share",
             Some(case.padding_share()),
             torch_value(&|t| Some(padding_share(t.tokens, t.padded_tokens))),
             Unit::Share,
-        ),
+        )
+        .with_ort(torch.and_then(|t| ort_value(&|o| padding_share(t.tokens, o.padded_tokens)))),
         row(
             "RSS at case start MB",
             at_start,
@@ -284,7 +347,11 @@ fn render_case(
             Unit::Megabytes,
         ),
     ];
-    write_rows(out, &rows, baseline.is_some());
+    let columns = Columns {
+        torch: baseline.is_some(),
+        ort: baseline.is_some_and(|b| b.onnxruntime.is_some()),
+    };
+    write_rows(out, &rows, columns);
     if let PeakMemory::Unavailable(why) = &case.memory {
         let _ = writeln!(out, "peak RSS not measured: {why}");
     }
@@ -309,38 +376,63 @@ fn render_case(
                 let _ = writeln!(out, "parity: not checked (no dwell output for this case)");
             }
         }
+        if let Some(ort) = ort {
+            let _ = writeln!(
+                out,
+                "ORT's load is its InferenceSession created from the exported file (the export not counted){}",
+                ort.parity.map_or(String::new(), |parity| format!(
+                    "; parity, max |ORT - dwell|: cls {:.2e}, logits {}",
+                    parity.cls_max_abs_diff,
+                    parity
+                        .logits_max_abs_diff
+                        .map_or("-".into(), |d| format!("{d:.2e}"))
+                ))
+            );
+        }
     } else if baseline.is_some() {
         let _ = writeln!(out, "PyTorch: no figures for this case");
     }
 }
 
-fn write_rows(out: &mut String, rows: &[Row], with_torch: bool) {
+fn write_rows(out: &mut String, rows: &[Row], columns: Columns) {
     let width = rows.iter().map(|r| r.label.len()).max().unwrap_or(6).max(6);
-    if with_torch {
-        let _ = writeln!(
-            out,
-            "  {:<width$} {:>12} {:>12} {:>14}",
-            "metric", "dwell", "PyTorch", "dwell/PyTorch"
-        );
-    } else {
-        let _ = writeln!(out, "  {:<width$} {:>12}", "metric", "dwell");
+    let mut header = format!("  {:<width$} {:>12}", "metric", "dwell");
+    if columns.torch {
+        let _ = write!(header, " {:>12}", "PyTorch");
     }
+    if columns.ort {
+        let _ = write!(header, " {:>12}", "ORT");
+    }
+    if columns.torch {
+        let _ = write!(header, " {:>14}", "dwell/PyTorch");
+    }
+    if columns.ort {
+        let _ = write!(header, " {:>10}", "dwell/ORT");
+    }
+    let _ = writeln!(out, "{header}");
+    let ratio = |dwell: Option<f64>, other: Option<f64>| match (dwell, other) {
+        (Some(dwell), Some(other)) if other != 0.0 => format!("{:.2}", dwell / other),
+        _ => "-".into(),
+    };
     for row in rows {
-        let dwell = format_value(row.dwell, row.unit);
-        if with_torch {
-            let ratio = match (row.dwell, row.torch) {
-                (Some(dwell), Some(torch)) if torch != 0.0 => format!("{:.2}", dwell / torch),
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<width$} {dwell:>12} {:>12} {ratio:>14}",
-                row.label,
-                format_value(row.torch, row.unit)
-            );
-        } else {
-            let _ = writeln!(out, "  {:<width$} {dwell:>12}", row.label);
+        let mut line = format!(
+            "  {:<width$} {:>12}",
+            row.label,
+            format_value(row.dwell, row.unit)
+        );
+        if columns.torch {
+            let _ = write!(line, " {:>12}", format_value(row.torch, row.unit));
         }
+        if columns.ort {
+            let _ = write!(line, " {:>12}", format_value(row.ort, row.unit));
+        }
+        if columns.torch {
+            let _ = write!(line, " {:>14}", ratio(row.dwell, row.torch));
+        }
+        if columns.ort {
+            let _ = write!(line, " {:>10}", ratio(row.dwell, row.ort));
+        }
+        let _ = writeln!(out, "{line}");
     }
 }
 
@@ -348,14 +440,16 @@ fn write_rows(out: &mut String, rows: &[Row], with_torch: bool) {
 mod tests {
     use super::*;
     use crate::bench::{
-        BaselineWholeRun, CaseName, Machine, Parity, WholeRunMeasurement, WholeRunRound,
+        BaselineWholeRun, CaseName, Machine, OrtCase, Parity, WholeRunMeasurement, WholeRunRound,
         BASELINE_SCHEMA,
     };
+    use crate::embed::{Backend, Isa};
     use std::collections::BTreeMap;
 
     fn minilm() -> CaseMeasurement {
         CaseMeasurement {
             case: CaseName::Minilm,
+            backend: Backend::Cpu(Isa::Avx2),
             texts: 400,
             max_len: 64,
             load_seconds: vec![0.05, 0.04, 0.06],
@@ -389,6 +483,7 @@ mod tests {
             batch_size: 32,
             whole_run: Some(WholeRunMeasurement {
                 checkpoints: 4,
+                backend: Some("cpu (avx2)".into()),
                 rounds,
                 peak_rss,
             }),
@@ -409,13 +504,13 @@ mod tests {
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 
-whole run, minilm, 4 checkpoints, 2 round(s):
+whole run, minilm, 4 checkpoints, cpu (avx2) backend, 2 round(s):
   round    dwell analyze s
   1                   2.00
   2                   2.50
   dwell analyze, whole process (start-up, loading, tokenising included): median 2.25 s (0.562 s per checkpoint, peak RSS 300.0 MB)
 
-minilm: 400 texts, max length 64
+minilm: 400 texts, max length 64, cpu (avx2) backend
   metric                                  dwell
   load s, median of 3                     0.050
   load s, fastest                         0.040
@@ -457,21 +552,32 @@ minilm: 400 texts, max length 64
                     cls_max_abs_diff: 0.0000021,
                     logits_max_abs_diff: Some(0.0000004),
                 }),
+                ort: Some(OrtCase {
+                    session_seconds: 0.1,
+                    pass_seconds: vec![0.4, 0.5, 0.6],
+                    padded_tokens: 10000,
+                    parity: Some(Parity {
+                        cls_max_abs_diff: 0.0000032,
+                        logits_max_abs_diff: Some(0.0000005),
+                    }),
+                }),
             },
         );
         let mut case = minilm();
         case.memory = PeakMemory::Unavailable("no /proc here".into());
-        // Speed-ups 5.0 / 2.0, 4.8 / 2.4 and 4.8 / 1.6: 2.5, 2.0 and 3.0.
+        // Speed-ups 5.0 / 2.0, 4.8 / 2.4 and 4.8 / 1.6: 2.5, 2.0 and 3.0; ORT's
+        // 2.0 / 2.0, 1.8 / 2.4 and 2.4 / 1.6: 1.0, 0.75 and 1.5.
         let rounds = [
-            (2.0, [1.0, 1.0, 1.0, 2.0]),
-            (2.4, [1.2; 4]),
-            (1.6, [1.2; 4]),
+            (2.0, [1.0, 1.0, 1.0, 2.0], [0.5; 4]),
+            (2.4, [1.2; 4], [0.3, 0.5, 0.5, 0.5]),
+            (1.6, [1.2; 4], [0.6; 4]),
         ]
-        .map(|(dwell_seconds, pass_seconds)| WholeRunRound {
+        .map(|(dwell_seconds, pass_seconds, ort)| WholeRunRound {
             dwell_seconds,
             torch: Some(BaselineWholeRun {
                 checkpoints: 4,
                 pass_seconds: pass_seconds.to_vec(),
+                ort_pass_seconds: Some(ort.to_vec()),
             }),
         })
         .to_vec();
@@ -485,6 +591,7 @@ minilm: 400 texts, max length 64
                 transformers: "5.0.0".into(),
                 threads: 2,
                 batch_size: 32,
+                onnxruntime: Some("1.32.0".into()),
                 cases,
                 whole_run: None,
             }),
@@ -492,37 +599,41 @@ minilm: 400 texts, max length 64
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
 PyTorch baseline: torch 2.9.0, transformers 5.0.0, 2 threads, batch size 32, attention sdpa
-dwell/PyTorch: below 1 is dwell faster for times, above 1 for rates
+ONNX Runtime baseline: onnxruntime 1.32.0, the same model exported by torch.onnx, 2 intra-op threads, length-sorted batches of 32
+dwell/PyTorch, dwell/ORT: below 1 is dwell faster for times, above 1 for rates
 
-whole run, minilm, 4 checkpoints, 3 round(s), dwell and PyTorch alternating:
-  round    dwell analyze s   PyTorch passes s   speed-up
-  1                   2.00               5.00      2.50x
-  2                   2.40               4.80      2.00x
-  3                   1.60               4.80      3.00x
+whole run, minilm, 4 checkpoints, cpu (avx2) backend, 3 round(s), dwell, PyTorch and ONNX Runtime alternating:
+  round    dwell analyze s   PyTorch passes s   speed-up   ORT passes s   speed-up
+  1                   2.00               5.00      2.50x           2.00      1.00x
+  2                   2.40               4.80      2.00x           1.80      0.75x
+  3                   1.60               4.80      3.00x           2.40      1.50x
   dwell analyze, whole process (start-up, loading, tokenising included): median 2.00 s (0.500 s per checkpoint, peak RSS not measured: no /proc here)
   PyTorch, sum of 4 embedding passes alone (imports, loads, tokenising not counted): median 4.80 s (1.200 s per checkpoint)
   speed-up, PyTorch passes / dwell whole process: median 2.50x of the rounds' (lowest 2.00x, highest 3.00x)
+  ONNX Runtime, sum of 4 sorted embedding passes alone: median 2.00 s (0.500 s per checkpoint)
+  speed-up, ORT passes / dwell whole process: median 1.00x of the rounds' (lowest 0.75x, highest 1.50x)
 
-minilm: 400 texts, max length 64
-  metric                                  dwell      PyTorch  dwell/PyTorch
-  load s, median of 3                     0.050        0.200           0.25
-  load s, fastest                         0.040        0.200           0.20
-  LoRA load s, first                      0.070            -              -
-  LoRA load s, median of 2 more           0.025            -              -
-  tokenise s                              0.010        0.020           0.50
-  pass s, median of 3                     0.500        1.100           0.45
-  texts/s                                800.00       363.64           2.20
-  tokens/s                             16000.00      7272.73           2.20
-  real tokens                              8000         8000           1.00
-  padding share                           20.0%        50.0%           0.40
-  RSS at case start MB                        -        400.0              -
-  peak RSS, loads + tokenising MB             -        600.0              -
-  peak RSS, embedding MB                      -        500.0              -
-  weights on disk MB                       90.0         90.0           1.00
-  peak RSS, embedding - weights MB            -        410.0              -
+minilm: 400 texts, max length 64, cpu (avx2) backend
+  metric                                  dwell      PyTorch          ORT  dwell/PyTorch  dwell/ORT
+  load s, median of 3                     0.050        0.200        0.100           0.25       0.50
+  load s, fastest                         0.040        0.200            -           0.20          -
+  LoRA load s, first                      0.070            -            -              -          -
+  LoRA load s, median of 2 more           0.025            -            -              -          -
+  tokenise s                              0.010        0.020            -           0.50          -
+  pass s, median of 3                     0.500        1.100        0.500           0.45       1.00
+  texts/s                                800.00       363.64       800.00           2.20       1.00
+  tokens/s                             16000.00      7272.73     16000.00           2.20       1.00
+  real tokens                              8000         8000         8000           1.00       1.00
+  padding share                           20.0%        50.0%        20.0%           0.40       1.00
+  RSS at case start MB                        -        400.0            -              -          -
+  peak RSS, loads + tokenising MB             -        600.0            -              -          -
+  peak RSS, embedding MB                      -        500.0            -              -          -
+  weights on disk MB                       90.0         90.0            -           1.00          -
+  peak RSS, embedding - weights MB            -        410.0            -              -          -
 peak RSS not measured: no /proc here
 PyTorch's RSS includes the interpreter and torch itself (whole process peak 700.0 MB)
 parity, max |PyTorch - dwell|: cls 2.10e-6, logits 4.00e-7
+ORT's load is its InferenceSession created from the exported file (the export not counted); parity, max |ORT - dwell|: cls 3.20e-6, logits 5.00e-7
 ";
         assert_eq!(render(&report), expected);
     }

@@ -14,6 +14,8 @@ use crate::store::StateDir;
 pub struct WholeRunMeasurement {
     /// Checkpoints the child stored embeddings for.
     pub checkpoints: usize,
+    /// The backend the round-1 child says embedded the run (`cpu (avx2)`).
+    pub backend: Option<String>,
     /// In the order they ran.
     pub rounds: Vec<WholeRunRound>,
     /// The `dwell analyze` child's peak RSS in round 1, when it is this process's only
@@ -48,22 +50,38 @@ impl WholeRunMeasurement {
             .collect()
     }
 
+    /// ONNX Runtime's summed passes per round; `None` unless every round has them.
+    pub fn ort_totals(&self) -> Option<Vec<f64>> {
+        self.rounds
+            .iter()
+            .map(|round| round.torch.as_ref()?.ort_total_seconds())
+            .collect()
+    }
+
+    /// ONNX Runtime's passes over dwell's whole process, round by round.
+    pub fn ort_speedups(&self) -> Option<Vec<f64>> {
+        Some(self.over_dwell(self.ort_totals()?))
+    }
+
     /// PyTorch's passes over dwell's whole process, round by round.
     pub fn speedups(&self) -> Option<Vec<f64>> {
-        let totals = self.torch_totals()?;
-        Some(
-            totals
-                .iter()
-                .zip(&self.rounds)
-                .map(|(total, round)| total / round.dwell_seconds)
-                .collect(),
-        )
+        Some(self.over_dwell(self.torch_totals()?))
+    }
+
+    /// Each round's `totals` over its dwell process.
+    fn over_dwell(&self, totals: Vec<f64>) -> Vec<f64> {
+        totals
+            .iter()
+            .zip(&self.rounds)
+            .map(|(total, round)| total / round.dwell_seconds)
+            .collect()
     }
 }
 
 /// One timed `dwell analyze` process.
 pub(crate) struct DwellRun {
     pub checkpoints: usize,
+    pub backend: Option<String>,
     pub seconds: f64,
     pub peak_rss: Result<u64, String>,
 }
@@ -85,6 +103,8 @@ pub(crate) fn measure(
     let args: Vec<OsString> = vec![
         "--threads".into(),
         config.threads.to_string().into(),
+        "--backend".into(),
+        config.backend.flag().into(),
         "analyze".into(),
         case.run_dir().into(),
         "--probe".into(),
@@ -152,8 +172,19 @@ pub(crate) fn measure(
     };
     Ok(DwellRun {
         checkpoints,
+        backend: reported_backend(&String::from_utf8_lossy(&output.stderr)),
         seconds,
         peak_rss,
+    })
+}
+
+/// The backend named in `dwell analyze`'s closing line on stderr,
+/// `(… s, bert model, cpu (avx2) backend, 2 threads)`.
+fn reported_backend(stderr: &str) -> Option<String> {
+    stderr.lines().rev().find_map(|line| {
+        let (before, _) = line.rsplit_once(" backend, ")?;
+        let (_, backend) = before.rsplit_once(" model, ")?;
+        Some(backend.to_string())
     })
 }
 
@@ -164,4 +195,17 @@ pub(crate) fn describe_command(program: &std::path::Path, args: &[OsString]) -> 
         .map(|part| part.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_read_from_the_closing_line() {
+        let stderr = "skipped step 3: …\nembedded 12 checkpoint(s), 0 already stored, 0 skipped, \
+                      0 incomplete, 0 vanished (4.1 s, bert model, cpu (avx2) backend, 2 threads)\n";
+        assert_eq!(reported_backend(stderr).as_deref(), Some("cpu (avx2)"));
+        assert_eq!(reported_backend("no such line\n"), None);
+    }
 }

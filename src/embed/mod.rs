@@ -2,7 +2,7 @@
 //! and the model behind a small synchronous trait that runs on its own thread.
 
 mod candle;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod cpu;
 mod exported;
 mod lora;
@@ -189,12 +189,72 @@ pub trait Embedder: Send {
     fn accepts(&self, family: Family) -> Result<(), EmbedError>;
 }
 
+/// An instruction set the `cpu` backend has a micro-kernel for (`src/embed/cpu/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// x86-64 with AVX-512F, AVX-512DQ and FMA.
+    Avx512,
+    /// x86-64 with AVX2 and FMA.
+    Avx2,
+    /// aarch64 with NEON.
+    Neon,
+}
+
+impl Isa {
+    /// Fastest first: the order [`Isa::best`] tries them in.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Whether this build and CPU can run this instruction set's kernel.
+    pub fn supported(self) -> bool {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        return cpu::supported(self);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return false;
+    }
+
+    /// The fastest instruction set this CPU has a kernel for.
+    pub fn best() -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.supported())
+    }
+
+    /// Every instruction set this CPU can run, fastest first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.supported()).collect()
+    }
+
+    /// Why this instruction set cannot run here, for an error message.
+    fn missing(self) -> String {
+        let needs = match self {
+            Isa::Avx512 => "an x86-64 CPU with AVX-512F, AVX-512DQ and FMA",
+            Isa::Avx2 => "an x86-64 CPU with AVX2 and FMA",
+            Isa::Neon => "an aarch64 CPU with NEON",
+        };
+        format!(
+            "the cpu backend's {} kernel needs {needs}; this CPU {}",
+            self.name(),
+            match Isa::best() {
+                Some(best) => format!("runs --backend cpu-{} (or auto)", best.name()),
+                None => "has none of its kernels: use --backend candle (or auto)".into(),
+            }
+        )
+    }
+}
+
 /// Which kernels compute the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Our AVX-512 kernels for BERT's post-norm layers (BERT, DistilBERT, RoBERTa,
-    /// XLM-R, ELECTRA): unpadded token packing, weights packed once per checkpoint.
-    Avx512,
+    /// Our kernels for BERT's post-norm layers (BERT, DistilBERT, RoBERTa, XLM-R,
+    /// ELECTRA) with the given instruction set's micro-kernel: unpadded token packing,
+    /// weights packed once per checkpoint.
+    Cpu(Isa),
     /// candle's kernels, for every family: any CPU, or an NVIDIA GPU when built with
     /// `--features cuda`.
     Candle,
@@ -203,18 +263,38 @@ pub enum Backend {
 impl Backend {
     /// The fastest backend this build and CPU can run for BERT's layers.
     pub fn best_available() -> Self {
-        if cfg!(feature = "cuda") || !avx512_supported() {
-            Backend::Candle
-        } else {
-            Backend::Avx512
+        match Isa::best() {
+            Some(isa) if !cfg!(feature = "cuda") => Backend::Cpu(isa),
+            _ => Backend::Candle,
         }
     }
 
+    /// Every backend this build and CPU can run: candle's, and the cpu backend on each
+    /// instruction set the CPU has (an AVX-512 CPU runs the AVX2 kernel too).
+    pub fn available() -> Vec<Backend> {
+        let mut backends = vec![Backend::Candle];
+        backends.extend(Isa::available().into_iter().map(Backend::Cpu));
+        backends
+    }
+
+    /// As `dwell analyze` reports it: `cpu (avx2)`, `candle-cpu`.
     pub fn name(self) -> &'static str {
         match self {
-            Backend::Avx512 => "avx512",
+            Backend::Cpu(Isa::Avx512) => "cpu (avx512)",
+            Backend::Cpu(Isa::Avx2) => "cpu (avx2)",
+            Backend::Cpu(Isa::Neon) => "cpu (neon)",
             Backend::Candle if cfg!(feature = "cuda") => "candle-cuda",
             Backend::Candle => "candle-cpu",
+        }
+    }
+
+    /// The `--backend` value that forces this backend: `cpu-avx2`, `candle`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Backend::Cpu(Isa::Avx512) => "cpu-avx512",
+            Backend::Cpu(Isa::Avx2) => "cpu-avx2",
+            Backend::Cpu(Isa::Neon) => "cpu-neon",
+            Backend::Candle => "candle",
         }
     }
 
@@ -222,7 +302,7 @@ impl Backend {
     pub fn serves(self, family: Family) -> bool {
         match self {
             Backend::Candle => true,
-            Backend::Avx512 => !matches!(family, Family::DebertaV2 | Family::ModernBert),
+            Backend::Cpu(_) => !matches!(family, Family::DebertaV2 | Family::ModernBert),
         }
     }
 }
@@ -236,6 +316,27 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
+    /// `--backend cpu`: the cpu backend on the fastest instruction set this CPU has.
+    pub fn fastest_cpu() -> Result<Self, EmbedError> {
+        Isa::best()
+            .map(|isa| BackendChoice::Only(Backend::Cpu(isa)))
+            .ok_or_else(|| {
+                EmbedError::Unsupported(
+                    "the cpu backend needs an x86-64 CPU with AVX-512 or AVX2 and FMA, or an \
+                     aarch64 CPU with NEON: use --backend candle (or auto)"
+                        .into(),
+                )
+            })
+    }
+
+    /// The `--backend` value that makes this choice.
+    pub fn flag(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Only(backend) => backend.flag(),
+        }
+    }
+
     /// The backend that embeds `family`'s models.
     pub fn backend_for(self, family: Family) -> Result<Backend, EmbedError> {
         match self {
@@ -259,60 +360,50 @@ impl BackendChoice {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn avx512_supported() -> bool {
-    cpu::Avx512::detect().is_some()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx512_supported() -> bool {
-    false
-}
-
 /// A checkpoint loaded for one backend.
 pub enum LoadedModel {
     Candle(Box<CandleEncoder>),
-    #[cfg(target_arch = "x86_64")]
-    Avx512(Box<cpu::CpuBert>),
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    Cpu(Box<dyn cpu::CpuEncoder>),
 }
 
 impl LoadedModel {
     pub fn hidden_size(&self) -> usize {
         match self {
             LoadedModel::Candle(model) => model.hidden_size(),
-            #[cfg(target_arch = "x86_64")]
-            LoadedModel::Avx512(model) => model.hidden_size(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            LoadedModel::Cpu(model) => model.hidden_size(),
         }
     }
 
     pub fn num_labels(&self) -> Option<usize> {
         match self {
             LoadedModel::Candle(model) => model.num_labels(),
-            #[cfg(target_arch = "x86_64")]
-            LoadedModel::Avx512(model) => model.num_labels(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            LoadedModel::Cpu(model) => model.num_labels(),
         }
     }
 
     pub fn max_positions(&self) -> usize {
         match self {
             LoadedModel::Candle(model) => model.max_positions(),
-            #[cfg(target_arch = "x86_64")]
-            LoadedModel::Avx512(model) => model.max_positions(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            LoadedModel::Cpu(model) => model.max_positions(),
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
             LoadedModel::Candle(_) => Backend::Candle,
-            #[cfg(target_arch = "x86_64")]
-            LoadedModel::Avx512(_) => Backend::Avx512,
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            LoadedModel::Cpu(model) => Backend::Cpu(model.isa()),
         }
     }
 }
 
 /// Embeds checkpoints with the backend [`BackendChoice`] picks for each model's family:
-/// our AVX-512 kernels for BERT's layers on CPUs that have it, candle's kernels for
-/// every other family, on other CPUs and on the GPU (`--features cuda`).
+/// our kernels for BERT's layers on CPUs with one of their instruction sets, candle's
+/// kernels for every other family, on other CPUs and on the GPU (`--features cuda`).
 pub struct ModelEmbedder {
     device: Device,
     batch_size: usize,
@@ -332,10 +423,10 @@ impl ModelEmbedder {
     }
 
     pub fn choosing(batch_size: usize, choice: BackendChoice) -> Result<Self, EmbedError> {
-        if choice == BackendChoice::Only(Backend::Avx512) && !avx512_supported() {
-            return Err(EmbedError::Unsupported(
-                "the avx512 backend needs an x86-64 CPU with AVX-512F, AVX-512DQ and FMA".into(),
-            ));
+        if let BackendChoice::Only(Backend::Cpu(isa)) = choice {
+            if !isa.supported() {
+                return Err(EmbedError::Unsupported(isa.missing()));
+            }
         }
         Ok(Self {
             device: default_device()?,
@@ -345,7 +436,7 @@ impl ModelEmbedder {
         })
     }
 
-    /// Reads a checkpoint for embedding `probe`: the avx512 backend reads only the
+    /// Reads a checkpoint for embedding `probe`: the cpu backend reads only the
     /// word-embedding rows of the tokens the probe uses (a small model's vocabulary is
     /// half its weights).
     pub fn load_model(
@@ -355,7 +446,7 @@ impl ModelEmbedder {
     ) -> Result<LoadedModel, EmbedError> {
         let backend = self.choice.backend_for(model.config.family())?;
         let device = match backend {
-            Backend::Avx512 => Device::Cpu,
+            Backend::Cpu(_) => Device::Cpu,
             Backend::Candle => self.device.clone(),
         };
         let tensors = match &model.weights {
@@ -363,18 +454,14 @@ impl ModelEmbedder {
             weights => NamedTensors::open(weights, &device)?,
         };
         match (backend, &model.config.encoder.layers) {
-            #[cfg(target_arch = "x86_64")]
-            (Backend::Avx512, LayerSpec::PostNorm(names)) => {
-                let simd = cpu::Avx512::detect()
-                    .ok_or_else(|| EmbedError::Unsupported("this CPU has no AVX-512".into()))?;
-                Ok(LoadedModel::Avx512(Box::new(cpu::CpuBert::load(
-                    simd,
-                    &model.config,
-                    names,
-                    &tensors,
-                    &probe.vocabulary(),
-                )?)))
-            }
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            (Backend::Cpu(isa), LayerSpec::PostNorm(names)) => Ok(LoadedModel::Cpu(cpu::load(
+                isa,
+                &model.config,
+                names,
+                &tensors,
+                &probe.vocabulary(),
+            )?)),
             _ => Ok(LoadedModel::Candle(Box::new(CandleEncoder::load(
                 &model.config,
                 &tensors,
@@ -434,11 +521,11 @@ impl ModelEmbedder {
     }
 
     /// Token positions the encoder computes for `probe`, padding included: candle pads
-    /// each length-sorted batch to its longest text; the avx512 backend packs tokens
+    /// each length-sorted batch to its longest text; the cpu backend packs tokens
     /// with no padding.
     pub fn computed_positions(&self, backend: Backend, probe: &TokenizedProbe) -> usize {
         match backend {
-            Backend::Avx512 => probe.token_count(),
+            Backend::Cpu(_) => probe.token_count(),
             Backend::Candle => plan_batches(probe, self.batch_size, 0)
                 .iter()
                 .map(|batch| batch.rows.len() * batch.padded_length)
@@ -460,8 +547,8 @@ impl ModelEmbedder {
         }
         match model {
             LoadedModel::Candle(encoder) => self.embed_with_candle(encoder, probe),
-            #[cfg(target_arch = "x86_64")]
-            LoadedModel::Avx512(bert) => bert.embed(probe),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            LoadedModel::Cpu(encoder) => encoder.embed(probe),
         }
     }
 

@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{AnalysisInfo, Report, SkippedCheckpoint};
-use crate::advise::{Action, Detector, Quadrant, Recommendation};
+use super::{AnalysisInfo, ClusteringReport, DetectorEvidence, Report, SkippedCheckpoint};
+use crate::advise::{Action, Detector, Quadrant, Recommendation, RunAdvice};
 use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::{AnalysisParams, DistanceParams, Setting, Space};
 use crate::analyze::sweep::sweep;
@@ -28,7 +28,7 @@ const SAMPLE_SEED: u64 = 0;
 const DISTANCE_MULTIPLES: [f64; 6] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0];
 const EPSILONS: [f64; 5] = [0.1, 0.15, 0.2, 0.25, 0.3];
 const BETAS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
-const DETECTORS: [DetectorKind; 3] = [
+pub(super) const DETECTORS: [DetectorKind; 3] = [
     DetectorKind::Distance,
     DetectorKind::Straightness,
     DetectorKind::Relative,
@@ -57,6 +57,9 @@ pub struct Figures {
     pub sweeps: Vec<SweepTable>,
     /// Priority order, as in the report.
     pub recommendations: Vec<Recommendation>,
+    pub run_advice: Option<RunAdvice>,
+    pub clustering: Option<ClusteringReport>,
+    pub detector_evidence: Option<DetectorEvidence>,
     pub skipped: Vec<SkippedCheckpoint>,
 }
 
@@ -248,6 +251,9 @@ impl Figures {
             trajectories: analyses.map(|a| trajectories(a, num_classes)),
             matrix: matrix(report),
             recommendations: report.recommendations.clone(),
+            run_advice: report.run_advice.clone(),
+            clustering: report.clustering.clone(),
+            detector_evidence: report.detector_evidence.clone(),
             skipped: report.skipped.clone(),
             steps,
         }
@@ -322,39 +328,48 @@ fn matrix(report: &Report) -> Option<Matrix> {
     })
 }
 
-fn sweep_tables(analysis: &TrajectoryAnalysis) -> Vec<SweepTable> {
+/// The thresholds the report sweeps for `detector`: its symbol, the parameters held
+/// fixed, and the values; `None` for the distance detector while D is unknown.
+pub(super) fn sweep_grid(
+    detector: DetectorKind,
+    analysis: &TrajectoryAnalysis,
+) -> Option<(&'static str, String, Vec<f64>)> {
     let rules = &analysis.rules;
+    Some(match detector {
+        DetectorKind::Distance => {
+            let d = rules.distance.threshold?;
+            (
+                "D",
+                format!(
+                    "T = {}; D as applied = {}",
+                    rules.distance.min_run,
+                    significant(d)
+                ),
+                DISTANCE_MULTIPLES.iter().map(|m| m * d).collect(),
+            )
+        }
+        DetectorKind::Straightness => (
+            "ε",
+            format!("k = {}", rules.straightness.window),
+            EPSILONS.to_vec(),
+        ),
+        DetectorKind::Relative => (
+            "β",
+            format!(
+                "T = {}, W = {}",
+                rules.relative.min_run, rules.relative.early_window
+            ),
+            BETAS.to_vec(),
+        ),
+    })
+}
+
+fn sweep_tables(analysis: &TrajectoryAnalysis) -> Vec<SweepTable> {
     DETECTORS
         .into_iter()
         .filter_map(|detector| {
-            let (symbol, fixed, thresholds): (_, _, Vec<f64>) = match detector {
-                DetectorKind::Distance => {
-                    let d = rules.distance.threshold?;
-                    (
-                        "D",
-                        format!(
-                            "T = {}; D as applied = {}",
-                            rules.distance.min_run,
-                            significant(d)
-                        ),
-                        DISTANCE_MULTIPLES.iter().map(|m| m * d).collect(),
-                    )
-                }
-                DetectorKind::Straightness => (
-                    "ε",
-                    format!("k = {}", rules.straightness.window),
-                    EPSILONS.to_vec(),
-                ),
-                DetectorKind::Relative => (
-                    "β",
-                    format!(
-                        "T = {}, W = {}",
-                        rules.relative.min_run, rules.relative.early_window
-                    ),
-                    BETAS.to_vec(),
-                ),
-            };
-            let rows = sweep(analysis, detector, &thresholds)
+            let (symbol, fixed, thresholds) = sweep_grid(detector, analysis)?;
+            let rows = sweep(analysis, detector, &thresholds, None)
                 .expect("sweep thresholds are finite and >= 0")
                 .into_iter()
                 .map(|row| SweepLine {

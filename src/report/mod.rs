@@ -12,10 +12,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation};
-use crate::analyze::detectors::DistanceRule;
+use crate::advise::{Action, Detector, EarlyCutoff, Quadrant, Recommendation, RunAdvice};
+use crate::analyze::cluster::{Clustering, MethodResult};
+use crate::analyze::detectors::{DetectorKind, DistanceRule};
 use crate::analyze::params::{RelativeParams, Space, StraightnessParams};
-use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue};
+use crate::analyze::sweep::sweep;
+use crate::analyze::trajectory::{ClassDwell, Onsets, StepValue, TrajectoryAnalysis};
 use crate::store::{Gap, StateDir, StoreError};
 
 pub const REPORT_SCHEMA: &str = "dwell.report/1";
@@ -41,10 +43,77 @@ pub struct Report {
     pub advice: Option<AdviceInfo>,
     /// Per class, in class-id order.
     pub classes: Vec<ClassReport>,
+    /// Advice about the run as a whole, said once (docs/ADVICE.md); `null` when
+    /// nothing is about the run.
+    #[serde(default)]
+    pub run_advice: Option<RunAdvice>,
     /// What to do, data collection first in priority order, then redefinitions.
     pub recommendations: Vec<Recommendation>,
     /// Per probe example, in probe-file order: its dwell onset under each detector.
     pub examples: Vec<ExampleReport>,
+    /// The probe examples clustered three ways; `null` before any checkpoint.
+    #[serde(default)]
+    pub clustering: Option<ClusteringReport>,
+    /// How well each detector's thresholds order the classes by training count;
+    /// `null` without `--train`.
+    #[serde(default)]
+    pub detector_evidence: Option<DetectorEvidence>,
+}
+
+/// Per detector and threshold (the report's sweep grid), each class's dwell fraction
+/// and onset, and Spearman's ρ of both against the training counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorEvidence {
+    pub sweeps: Vec<DetectorSweep>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorSweep {
+    pub detector: DetectorKind,
+    /// The parameters held fixed.
+    pub fixed: String,
+    pub rows: Vec<EvidenceRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    pub threshold: f64,
+    /// More data should dwell more: near +1 is good.
+    pub dwell_fraction_rho: Option<f64>,
+    /// More data should dwell earlier: near −1 is good.
+    pub onset_rho: Option<f64>,
+    /// Per class, in `run.labels` order.
+    pub dwell_fraction: Vec<Option<f64>>,
+    pub onset_step: Vec<Option<u64>>,
+}
+
+impl DetectorEvidence {
+    /// `train_counts` per class index.
+    pub fn new(analysis: &TrajectoryAnalysis, train_counts: &[Option<usize>]) -> Self {
+        let sweeps = figures::DETECTORS
+            .into_iter()
+            .filter_map(|detector| {
+                let (_, fixed, thresholds) = figures::sweep_grid(detector, analysis)?;
+                let rows = sweep(analysis, detector, &thresholds, Some(train_counts))
+                    .expect("sweep thresholds are finite and >= 0")
+                    .into_iter()
+                    .map(|row| EvidenceRow {
+                        threshold: row.threshold,
+                        dwell_fraction_rho: row.training_order.and_then(|o| o.dwell_fraction_rho),
+                        onset_rho: row.training_order.and_then(|o| o.onset_rho),
+                        dwell_fraction: row.per_class.iter().map(|c| c.share).collect(),
+                        onset_step: row.per_class.iter().map(|c| c.onset_step).collect(),
+                    })
+                    .collect();
+                Some(DetectorSweep {
+                    detector,
+                    fixed,
+                    rows,
+                })
+            })
+            .collect();
+        DetectorEvidence { sweeps }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +221,115 @@ impl ClassReport {
                 self.dwell.relative.dwell_fraction,
             ),
         }
+    }
+}
+
+/// The three clusterings of the probe examples (docs/ANALYTICS.md, "Clustering").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusteringReport {
+    /// Clusters per method: the classes with probe examples.
+    pub clusters: usize,
+    /// The detector whose onsets end the trimmed trajectories (the advice's).
+    pub trimmed_by: DetectorKind,
+    /// The checkpoint steps trajectories are compared over.
+    pub steps: Vec<u64>,
+    pub methods: ClusteringMethods,
+    /// Examples whose trimmed-trajectory cluster is not their final one: they
+    /// travelled with one group of examples and settled with another.
+    pub moved: Vec<MovedExampleReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusteringMethods {
+    /// Ward linkage on Euclidean distances of the latest checkpoint's embeddings.
+    #[serde(rename = "final")]
+    pub final_embeddings: MethodReport,
+    /// Ward linkage on DTW distances of the whole trajectories.
+    pub trajectory: MethodReport,
+    /// Ward linkage on DTW distances of the trajectories up to each example's onset.
+    pub trimmed: MethodReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodReport {
+    /// Adjusted Rand index against the probe's classes.
+    pub ari_vs_classes: f64,
+    /// Adjusted Rand index against the final-embedding clustering.
+    pub ari_vs_final: f64,
+    pub clusters: Vec<ClusterReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterReport {
+    pub cluster: usize,
+    pub size: usize,
+    /// The class most of its examples have, and their share.
+    pub majority: String,
+    pub majority_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MovedExampleReport {
+    pub index: usize,
+    pub id: Option<String>,
+    pub label: String,
+    pub trimmed_cluster: usize,
+    pub final_cluster: usize,
+    /// The majority class of its trimmed-trajectory cluster.
+    pub travels_with: String,
+    /// The majority class of its final cluster.
+    pub settles_with: String,
+}
+
+impl ClusteringReport {
+    /// Names classes by label and examples by their probe id.
+    pub fn new(clustering: &Clustering, labels: &[String], ids: &[Option<String>]) -> Self {
+        let method = |result: &MethodResult| MethodReport {
+            ari_vs_classes: result.ari_vs_classes,
+            ari_vs_final: result.ari_vs_final,
+            clusters: result
+                .cluster_summary
+                .iter()
+                .map(|cluster| ClusterReport {
+                    cluster: cluster.cluster,
+                    size: cluster.size,
+                    majority: labels[cluster.majority_class].clone(),
+                    majority_share: cluster.majority_share,
+                })
+                .collect(),
+        };
+        ClusteringReport {
+            clusters: clustering.clusters,
+            trimmed_by: clustering.detector,
+            steps: clustering.steps.clone(),
+            methods: ClusteringMethods {
+                final_embeddings: method(&clustering.methods.final_embeddings),
+                trajectory: method(&clustering.methods.trajectory),
+                trimmed: method(&clustering.methods.trimmed),
+            },
+            moved: clustering
+                .moved
+                .iter()
+                .map(|moved| MovedExampleReport {
+                    index: moved.example,
+                    id: ids.get(moved.example).cloned().flatten(),
+                    label: labels[moved.class].clone(),
+                    trimmed_cluster: moved.trimmed_cluster,
+                    final_cluster: moved.final_cluster,
+                    travels_with: labels[moved.travels_with].clone(),
+                    settles_with: labels[moved.settles_with].clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The analytics' name for the advice rules' detector.
+pub fn detector_kind(detector: Detector) -> DetectorKind {
+    match detector {
+        Detector::Distance => DetectorKind::Distance,
+        Detector::Straightness => DetectorKind::Straightness,
+        Detector::Relative => DetectorKind::Relative,
     }
 }
 

@@ -229,6 +229,9 @@ pub struct Notification {
     pub step: u64,
     pub max_steps: Option<u64>,
     pub classes: Vec<ClassLine>,
+    /// Advice about the whole run, said once before the per-class advice.
+    #[serde(default)]
+    pub run_advice: Option<String>,
     pub recommendations: Vec<RecommendationLine>,
     pub changes: Vec<ChangeLine>,
     pub report_path: String,

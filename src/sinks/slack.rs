@@ -26,6 +26,9 @@ pub(super) fn payload(notification: &Notification) -> Value {
     if !notification.classes.is_empty() {
         blocks.push(section(&class_table(&notification.classes)));
     }
+    if let Some(run_advice) = &notification.run_advice {
+        blocks.push(section(&format!("*Run:* {}", escape(run_advice))));
+    }
     let top = top_recommendations(&notification.recommendations);
     if !top.is_empty() {
         blocks.push(json!({"type": "divider"}));
@@ -295,6 +298,7 @@ mod tests {
             run: "run<&>".into(),
             step: 10,
             max_steps: None,
+            run_advice: None,
             classes: (0..classes)
                 .map(|i| ClassLine {
                     label: format!("class-{i}-{}", "long".repeat(20)),

@@ -13,6 +13,7 @@ pub(super) fn payload(notification: &Notification) -> Value {
         "run": notification.run,
         "step": notification.step,
         "max_steps": notification.max_steps,
+        "run_advice": notification.run_advice,
         "recommendations": notification.recommendations,
         "changes": notification.changes,
         "report_path": notification.report_path,

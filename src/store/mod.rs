@@ -19,7 +19,8 @@ mod secured;
 
 pub use gaps::Gap;
 pub use positions::{
-    analyze_stored, project_stored, PositionCache, StoredAnalysisError, DEFAULT_CACHE_BYTES,
+    analyze_stored, cluster_stored, project_stored, PositionCache, StoredAnalysisError,
+    DEFAULT_CACHE_BYTES,
 };
 pub use secured::{secured_steps, SecureOutcome, SecuredCheckpoints, DEFAULT_COPY_LIMIT_BYTES};
 

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::analyze::cluster::{cluster, Clustering};
+use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::pca::Pca2;
 use crate::analyze::trajectory::{analyze, AnalysisError, PositionSource, TrajectoryAnalysis};
@@ -116,6 +118,30 @@ pub fn analyze_stored(
         dim,
     };
     analyze(&mut source, steps, example_classes, num_classes, params)
+        .map_err(|error| StoredAnalysisError::Analysis(Box::new(error)))
+}
+
+/// The three clusterings of `analysis`'s examples (final embeddings, whole and trimmed
+/// trajectories) from the stored `[CLS]` positions, trimmed at `detector`'s onsets.
+pub fn cluster_stored(
+    state: &StateDir,
+    cache: &mut PositionCache,
+    analysis: &TrajectoryAnalysis,
+    detector: DetectorKind,
+) -> Result<Clustering, StoredAnalysisError> {
+    let Some(&first) = analysis.steps.first() else {
+        return Err(StoredAnalysisError::NothingStored(
+            state.root().to_path_buf(),
+        ));
+    };
+    let (_, dim) = cache.positions(state, first)?;
+    let mut source = StoredPositions {
+        state,
+        cache,
+        steps: &analysis.steps,
+        dim,
+    };
+    cluster(&mut source, analysis, detector)
         .map_err(|error| StoredAnalysisError::Analysis(Box::new(error)))
 }
 

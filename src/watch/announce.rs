@@ -152,6 +152,7 @@ fn to_do(action: Action, class: &str) -> String {
         Action::RedefineClass => format!("redefine `{class}`"),
         Action::None => format!("nothing to do for `{class}`"),
         Action::Wait => format!("wait on `{class}`"),
+        Action::RunLevel => format!("`{class}` is covered by the run's advice"),
     }
 }
 
@@ -179,6 +180,7 @@ pub fn notification_for(
                 onset: detector.and_then(|d| class.dwell_under(d).0),
             })
             .collect(),
+        run_advice: report.run_advice.as_ref().map(|run| run.message.clone()),
         recommendations: report
             .recommendations
             .iter()

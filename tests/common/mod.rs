@@ -129,16 +129,26 @@ pub fn embed_run(
     )
 }
 
-/// Every backend this machine can run: candle's always, ours where the CPU has AVX-512.
-#[allow(dead_code)]
+/// Every backend this machine can run, each forced: candle's always, and the cpu
+/// backend on every instruction set the CPU has (on an AVX-512 CPU both the AVX-512 and
+/// the AVX2 kernels).
 pub fn available_backends() -> Vec<dwell::embed::Backend> {
-    use dwell::embed::Backend;
-    let mut backends = vec![Backend::Candle];
-    if Backend::best_available() == Backend::Avx512 {
-        backends.push(Backend::Avx512);
-    } else {
-        eprintln!("this CPU has no AVX-512: only the candle backend is tested");
-    }
+    use dwell::embed::{Backend, Isa};
+    let backends = Backend::available();
+    let missing: Vec<&str> = Isa::ALL
+        .into_iter()
+        .filter(|isa| !backends.contains(&Backend::Cpu(*isa)))
+        .map(Isa::name)
+        .collect();
+    eprintln!(
+        "backends tested: {}; no kernel on this CPU: {}",
+        backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        missing.join(", ")
+    );
     backends
 }
 

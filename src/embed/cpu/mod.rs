@@ -1,5 +1,8 @@
-//! The encoder on the CPU with AVX-512 kernels of our own, used whenever the CPU has
-//! AVX-512F (candle's generic path serves every other CPU and the GPU).
+//! The encoder on the CPU with kernels of our own (the `cpu` backend), for x86-64 with
+//! AVX-512 or AVX2 + FMA and for aarch64 with NEON; candle's generic path serves every
+//! other CPU and the GPU. Everything here is written once, generic over a
+//! [`kernel::Kernel`]: an instruction set contributes only its micro-kernel module
+//! (`avx512`, `avx2`, `neon`), and [`load`] picks the one asked for at run time.
 //!
 //! Why not candle's ops here: the probe texts are short and of mixed length. This path
 //! packs the tokens of many texts into one matrix with no padding at all, runs each
@@ -8,20 +11,81 @@
 //! passes, and computes only the `[CLS]` rows in the last layer. The math is that of
 //! `super::bert` (SPEC §3), held to the same 1e-4 parity with PyTorch by the tests.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod kernel;
 mod linear;
 mod matmul;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod vector;
 
 use rayon::prelude::*;
 
+use kernel::Kernel;
 use linear::{AlignedBuffer, PackedLinear};
 use matmul::Matrix;
 
 use super::tensors::NamedTensors;
-use super::{EmbedError, Embeddings, TokenizedProbe};
+use super::{EmbedError, Embeddings, Isa, TokenizedProbe};
 use crate::checkpoint::{Activation, ModelConfig, Positions, PostNormNames};
 
-pub use vector::Avx512;
+/// A model loaded for the `cpu` backend, whatever its instruction set.
+pub trait CpuEncoder: Send + Sync {
+    fn isa(&self) -> Isa;
+    fn hidden_size(&self) -> usize;
+    fn num_labels(&self) -> Option<usize>;
+    fn max_positions(&self) -> usize;
+    /// Embeds the whole probe set, rows in probe order.
+    fn embed(&self, probe: &TokenizedProbe) -> Result<Embeddings, EmbedError>;
+}
+
+/// Whether this build and CPU can run `isa`'s kernel.
+pub fn supported(isa: Isa) -> bool {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::Avx512::detect().is_some(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::Avx2::detect().is_some(),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => neon::Neon::detect().is_some(),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Reads a post-norm encoder for `isa`'s kernel (see [`CpuBert::load`]).
+pub(crate) fn load(
+    isa: Isa,
+    config: &ModelConfig,
+    names: &PostNormNames,
+    tensors: &NamedTensors,
+    vocabulary: &[u32],
+) -> Result<Box<dyn CpuEncoder>, EmbedError> {
+    fn with<K: Kernel>(
+        config: &ModelConfig,
+        names: &PostNormNames,
+        tensors: &NamedTensors,
+        vocabulary: &[u32],
+    ) -> Result<Box<dyn CpuEncoder>, EmbedError> {
+        let kernel = K::detect().ok_or_else(|| EmbedError::Unsupported(K::ISA.missing()))?;
+        Ok(Box::new(CpuBert::load(
+            kernel, config, names, tensors, vocabulary,
+        )?))
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => with::<avx512::Avx512>(config, names, tensors, vocabulary),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => with::<avx2::Avx2>(config, names, tensors, vocabulary),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => with::<neon::Neon>(config, names, tensors, vocabulary),
+        #[allow(unreachable_patterns)]
+        other => Err(EmbedError::Unsupported(other.missing())),
+    }
+}
 
 /// Tokens per forward pass: large enough that every product keeps all cores busy,
 /// small enough that a pass's activations stay in tens of megabytes.
@@ -35,25 +99,25 @@ struct Norm {
 
 /// What follows self-attention in a layer: the attention output and its norm, then the
 /// feed-forward block and its norm.
-struct FeedForward {
-    attention_output: PackedLinear,
+struct FeedForward<K: Kernel> {
+    attention_output: PackedLinear<K>,
     attention_norm: Norm,
-    intermediate: PackedLinear,
-    output: PackedLinear,
+    intermediate: PackedLinear<K>,
+    output: PackedLinear<K>,
     output_norm: Norm,
 }
 
-struct Layer {
+struct Layer<K: Kernel> {
     /// Query, key and value in one product (the last layer splits it, see `LastLayer`).
-    qkv: PackedLinear,
-    feed_forward: FeedForward,
+    qkv: PackedLinear<K>,
+    feed_forward: FeedForward<K>,
 }
 
 /// The last layer: keys and values for every token, a query for `[CLS]` only.
-struct LastLayer {
-    query: PackedLinear,
-    key_value: PackedLinear,
-    feed_forward: FeedForward,
+struct LastLayer<K: Kernel> {
+    query: PackedLinear<K>,
+    key_value: PackedLinear<K>,
+    feed_forward: FeedForward<K>,
 }
 
 /// The buffers every pass of a probe reuses, so that no pass or layer allocates (and
@@ -88,16 +152,16 @@ impl Workspace {
 }
 
 /// The family's head: `classifier(activation(dense([CLS])))`.
-struct Head {
-    dense: PackedLinear,
+struct Head<K: Kernel> {
+    dense: PackedLinear<K>,
     activation: Activation,
-    classifier: PackedLinear,
+    classifier: PackedLinear<K>,
 }
 
 /// In `CpuBert::word_row_of`: an id whose word-embedding row was not read.
 const NOT_READ: u32 = u32::MAX;
 
-pub struct CpuBert {
+pub struct CpuBert<K: Kernel> {
     /// The word-embedding rows of the probe's tokens only, in ascending id order.
     word_rows: Vec<f32>,
     /// For each id of the vocabulary, its row in `word_rows`, or [`NOT_READ`].
@@ -108,12 +172,12 @@ pub struct CpuBert {
     token_type_row: Vec<f32>,
     embeddings_norm: Norm,
     /// ELECTRA's `embeddings_project`, when the embeddings are narrower than the encoder.
-    projection: Option<PackedLinear>,
-    layers: Vec<Layer>,
-    last: LastLayer,
-    head: Option<Head>,
+    projection: Option<PackedLinear<K>>,
+    layers: Vec<Layer<K>>,
+    last: LastLayer<K>,
+    head: Option<Head<K>>,
     activation: Activation,
-    simd: Avx512,
+    simd: K,
     heads: usize,
     head_dim: usize,
     hidden: usize,
@@ -124,8 +188,8 @@ pub struct CpuBert {
 }
 
 /// Names and reads one layer's tensors.
-struct LayerReader<'a> {
-    simd: Avx512,
+struct LayerReader<'a, K: Kernel> {
+    simd: K,
     tensors: &'a NamedTensors,
     names: &'a PostNormNames,
     prefix: String,
@@ -134,8 +198,13 @@ struct LayerReader<'a> {
     eps: f32,
 }
 
-impl LayerReader<'_> {
-    fn dense(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<PackedLinear, EmbedError> {
+impl<K: Kernel> LayerReader<'_, K> {
+    fn dense(
+        &self,
+        name: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<PackedLinear<K>, EmbedError> {
         dense(
             self.simd,
             self.tensors,
@@ -155,7 +224,7 @@ impl LayerReader<'_> {
     }
 
     /// The weights and biases of the named attention projections, stacked in order.
-    fn projections(&self, names: &[&str]) -> Result<PackedLinear, EmbedError> {
+    fn projections(&self, names: &[&str]) -> Result<PackedLinear<K>, EmbedError> {
         let hidden = self.hidden;
         let mut weight = Vec::with_capacity(names.len() * hidden * hidden);
         let mut bias = Vec::with_capacity(names.len() * hidden);
@@ -170,7 +239,7 @@ impl LayerReader<'_> {
         Ok(PackedLinear::new(self.simd, &weight, &bias, hidden))
     }
 
-    fn feed_forward(&self) -> Result<FeedForward, EmbedError> {
+    fn feed_forward(&self) -> Result<FeedForward<K>, EmbedError> {
         let (hidden, intermediate) = (self.hidden, self.intermediate);
         let names = self.names;
         Ok(FeedForward {
@@ -183,13 +252,13 @@ impl LayerReader<'_> {
     }
 }
 
-fn dense(
-    simd: Avx512,
+fn dense<K: Kernel>(
+    simd: K,
     tensors: &NamedTensors,
     prefix: &str,
     out_dim: usize,
     in_dim: usize,
-) -> Result<PackedLinear, EmbedError> {
+) -> Result<PackedLinear<K>, EmbedError> {
     Ok(PackedLinear::new(
         simd,
         &tensors.values(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
@@ -207,11 +276,33 @@ fn norm(tensors: &NamedTensors, prefix: &str, dim: usize, eps: f32) -> Result<No
     })
 }
 
-impl CpuBert {
+impl<K: Kernel> CpuEncoder for CpuBert<K> {
+    fn isa(&self) -> Isa {
+        K::ISA
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    fn num_labels(&self) -> Option<usize> {
+        self.head.as_ref().map(|head| head.classifier.outputs())
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    fn embed(&self, probe: &TokenizedProbe) -> Result<Embeddings, EmbedError> {
+        self.embed_probe(probe)
+    }
+}
+
+impl<K: Kernel> CpuBert<K> {
     /// Reads the weights, and of the word embeddings the rows of `vocabulary` (the ids
     /// the probe uses; ascending ids are read in runs) only.
-    pub(crate) fn load(
-        simd: Avx512,
+    fn load(
+        simd: K,
         config: &ModelConfig,
         names: &PostNormNames,
         tensors: &NamedTensors,
@@ -269,11 +360,11 @@ impl CpuBert {
                             feed_forward: layer.feed_forward()?,
                         })
                     })
-                    .collect::<Vec<Result<Layer, EmbedError>>>()
+                    .collect::<Vec<Result<Layer<K>, EmbedError>>>()
             },
         );
         // The first failure in layer order, whatever thread met it first.
-        let layers: Result<Vec<Layer>, EmbedError> = layers.into_iter().collect();
+        let layers: Result<Vec<Layer<K>>, EmbedError> = layers.into_iter().collect();
         let (word_rows, layers) = (word_rows?, layers?);
         let mut word_row_of = vec![NOT_READ; config.vocab_size];
         for (row, &id) in vocabulary.iter().enumerate() {
@@ -353,22 +444,9 @@ impl CpuBert {
         })
     }
 
-    pub fn hidden_size(&self) -> usize {
-        self.hidden
-    }
-
-    pub fn num_labels(&self) -> Option<usize> {
-        self.head.as_ref().map(|head| head.classifier.outputs())
-    }
-
-    pub fn max_positions(&self) -> usize {
-        self.max_positions
-    }
-
-    /// Embeds the whole probe set, rows in probe order.
-    pub fn embed(&self, probe: &TokenizedProbe) -> Result<Embeddings, EmbedError> {
+    fn embed_probe(&self, probe: &TokenizedProbe) -> Result<Embeddings, EmbedError> {
         let hidden = self.hidden;
-        let labels = self.num_labels();
+        let labels = CpuEncoder::num_labels(self);
         let examples = probe.ids.len();
         let read = |id: u32| {
             self.word_row_of
@@ -480,7 +558,7 @@ impl CpuBert {
 
     /// `input · weightᵀ + bias` in a new buffer: for the few rows of the last layer and
     /// the head.
-    fn dense(&self, input: &[f32], rows: usize, linear: &PackedLinear) -> Vec<f32> {
+    fn dense(&self, input: &[f32], rows: usize, linear: &PackedLinear<K>) -> Vec<f32> {
         let mut out = vec![0.0; rows * linear.outputs()];
         linear.apply(self.simd, input, rows, &mut out);
         out
@@ -499,7 +577,7 @@ impl CpuBert {
     /// holds the layer's input (the first residual) on entry and its output on return.
     fn feed_forward(
         &self,
-        block: &FeedForward,
+        block: &FeedForward<K>,
         context: &[f32],
         states: &mut [f32],
         attended: &mut [f32],
@@ -522,7 +600,7 @@ impl CpuBert {
 
     fn layer(
         &self,
-        layer: &Layer,
+        layer: &Layer<K>,
         states: &mut [f32],
         lengths: &[usize],
         scratch: &mut LayerScratch,

@@ -1,9 +1,11 @@
-//! Row-wise operations of the encoder, written as plain lane-parallel loops so that
-//! the compiler vectorises them for AVX-512 inside `#[target_feature]` functions.
+//! Row-wise operations of the encoder, written once as plain lane-parallel loops (16
+//! lanes: one AVX-512 vector, two AVX2 ones, four NEON ones) that the compiler
+//! vectorises for each instruction set inside its `#[target_feature]` functions
+//! ([`row_operations`]).
 //! `erf` and `exp` are polynomial approximations whose error (≤ 6e-7 absolute for erf,
 //! ≤ 2 ulp for exp) stays far below the 1e-4 parity the embeddings are held to. Their
 //! polynomials are written with `mul_add`: the compiler does not fuse `a * b + c` by
-//! itself, and inside the `fma` functions below each becomes one instruction.
+//! itself, and inside functions compiled with FMA (or NEON) each becomes one instruction.
 
 use crate::checkpoint::Activation;
 
@@ -97,48 +99,56 @@ fn sum(values: &[f32]) -> f32 {
     reduce(lanes, |a, b| a + b) + remainder.iter().sum::<f32>()
 }
 
-/// Proof that this CPU has AVX-512F, AVX-512DQ and FMA: only [`Avx512::detect`] makes one,
-/// so the operations below are safe to call through it.
-#[derive(Debug, Clone, Copy)]
-pub struct Avx512(());
+/// The row operations of [`super::kernel::Kernel`] for an instruction set: each compiles
+/// the bodies below inside a `#[target_feature]` function with `$features`, so that
+/// the same loops become that set's vector instructions.
+macro_rules! row_operations {
+    ($features:literal) => {
+        fn activate(self, values: &mut [f32], kind: $crate::checkpoint::Activation) {
+            #[target_feature(enable = $features)]
+            unsafe fn compiled(values: &mut [f32], kind: $crate::checkpoint::Activation) {
+                $crate::embed::cpu::vector::activate(values, kind)
+            }
+            // SAFETY: `self` exists only on a CPU with these features.
+            unsafe { compiled(values, kind) }
+        }
 
-impl Avx512 {
-    pub fn detect() -> Option<Self> {
-        let present = std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("fma");
-        present.then_some(Avx512(()))
-    }
+        fn add_layer_norm(
+            self,
+            rows: &mut [f32],
+            residual: Option<&[f32]>,
+            weight: &[f32],
+            bias: &[f32],
+            eps: f32,
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn compiled(
+                rows: &mut [f32],
+                residual: Option<&[f32]>,
+                weight: &[f32],
+                bias: &[f32],
+                eps: f32,
+            ) {
+                $crate::embed::cpu::vector::add_layer_norm(rows, residual, weight, bias, eps)
+            }
+            // SAFETY: as above.
+            unsafe { compiled(rows, residual, weight, bias, eps) }
+        }
 
-    /// `value = activation(value)` for every value.
-    pub fn activate(self, values: &mut [f32], kind: Activation) {
-        // SAFETY: `self` exists only on a CPU with the features enabled below.
-        unsafe { activate(values, kind) }
-    }
-
-    /// `row = LayerNorm(row + residual)` for each row of `weight.len()` values, as
-    /// PyTorch computes it: mean, then the biased variance of the centred values.
-    pub fn add_layer_norm(
-        self,
-        rows: &mut [f32],
-        residual: Option<&[f32]>,
-        weight: &[f32],
-        bias: &[f32],
-        eps: f32,
-    ) {
-        // SAFETY: as above.
-        unsafe { add_layer_norm(rows, residual, weight, bias, eps) }
-    }
-
-    /// In-place softmax of `row * scale`.
-    pub fn scaled_softmax(self, row: &mut [f32], scale: f32) {
-        // SAFETY: as above.
-        unsafe { scaled_softmax(row, scale) }
-    }
+        fn scaled_softmax(self, row: &mut [f32], scale: f32) {
+            #[target_feature(enable = $features)]
+            unsafe fn compiled(row: &mut [f32], scale: f32) {
+                $crate::embed::cpu::vector::scaled_softmax(row, scale)
+            }
+            // SAFETY: as above.
+            unsafe { compiled(row, scale) }
+        }
+    };
 }
+pub(crate) use row_operations;
 
-#[target_feature(enable = "avx512f,avx512dq,fma")]
-unsafe fn activate(values: &mut [f32], kind: Activation) {
+#[inline(always)]
+pub(crate) fn activate(values: &mut [f32], kind: Activation) {
     let values = values.iter_mut();
     match kind {
         Activation::GeluErf => values.for_each(|v| *v = gelu_erf(*v)),
@@ -151,8 +161,8 @@ unsafe fn activate(values: &mut [f32], kind: Activation) {
     }
 }
 
-#[target_feature(enable = "avx512f,avx512dq,fma")]
-unsafe fn add_layer_norm(
+#[inline(always)]
+pub(crate) fn add_layer_norm(
     rows: &mut [f32],
     residual: Option<&[f32]>,
     weight: &[f32],
@@ -184,8 +194,8 @@ unsafe fn add_layer_norm(
     }
 }
 
-#[target_feature(enable = "avx512f,avx512dq,fma")]
-unsafe fn scaled_softmax(row: &mut [f32], scale: f32) {
+#[inline(always)]
+pub(crate) fn scaled_softmax(row: &mut [f32], scale: f32) {
     // A probe text's rows of scores are a dozen values, less than one vector: the values
     // past the last whole vector go through one full vector (padded lanes held at
     // -inf, then 0), so that every step runs 16 lanes wide instead of one by one.
@@ -212,8 +222,12 @@ unsafe fn scaled_softmax(row: &mut [f32], scale: f32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    //! The approximations in plain code here; the row operations as each instruction
+    //! set compiles them through the generic checks below, which every kernel module's
+    //! tests call with its forced kernel.
     use super::*;
+    use crate::embed::cpu::kernel::Kernel;
 
     #[test]
     fn approximations_are_within_their_stated_error() {
@@ -230,12 +244,8 @@ mod tests {
         assert_eq!(exp(-200.0), exp(-87.0));
     }
 
-    /// Every activation on the AVX-512 path against its definition.
-    #[test]
-    fn every_activation_equals_its_definition() {
-        let Some(simd) = Avx512::detect() else {
-            return;
-        };
+    /// Every activation against its definition.
+    pub fn every_activation_equals_its_definition<K: Kernel>(simd: K) {
         let xs: Vec<f32> = (-160..=160).map(|i| i as f32 / 20.0).collect();
         for activation in Activation::ALL {
             let mut got = xs.clone();
@@ -244,7 +254,8 @@ mod tests {
                 let expected = activation.reference(f64::from(x));
                 assert!(
                     (f64::from(y) - expected).abs() <= 2e-6 * expected.abs().max(1.0),
-                    "{activation:?}({x}) = {y}, expected {expected}"
+                    "{:?}: {activation:?}({x}) = {y}, expected {expected}",
+                    K::ISA
                 );
             }
         }
@@ -271,12 +282,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector() {
-        let Some(simd) = Avx512::detect() else {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        };
+    pub fn softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector<K: Kernel>(simd: K) {
         for length in [1, 2, 14, 16, 17, 37, 64] {
             let row: Vec<f32> = (0..length).map(|i| ((i * 29) % 23) as f32 - 11.0).collect();
             let mut got = row.clone();
@@ -294,12 +300,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn layer_norm_and_softmax_match_hand_computed_rows() {
-        let Some(simd) = Avx512::detect() else {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        };
+    pub fn layer_norm_softmax_and_gelu_match_hand_computed_rows<K: Kernel>(simd: K) {
         // Row [1, 2, 3, 4] + residual [1, 0, 1, 0] = [2, 2, 4, 4]: mean 3, variance 1.
         let mut rows = vec![1.0, 2.0, 3.0, 4.0];
         simd.add_layer_norm(

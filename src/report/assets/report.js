@@ -310,7 +310,7 @@ function drawCloud() {
 
 const ACTION_TEXT = {
   none: "no action", redefine_class: "redefine", targeted_data: "targeted data",
-  add_data: "add data", wait: "wait",
+  add_data: "add data", wait: "wait", run_level: "see run advice",
 };
 
 function drawMatrix() {
@@ -434,7 +434,27 @@ function drawSweeps() {
 function drawRecommendations() {
   const figure = fig("fig-recommendations");
   const body = figure.querySelector(".body");
+  const run = data.run_advice;
+  if (run) {
+    const list = el("ol", { class: "recs" });
+    const item = el("li", { class: "run" });
+    item.appendChild(el("span", { class: "badge" }, "run: " + run.finding.replace(/_/g, " ")));
+    item.appendChild(document.createTextNode(run.message));
+    const ev = run.evidence;
+    const evidence = el("div", { class: "evidence" });
+    for (const [k, v] of [
+      ["classes", ev.classes.join(", ")],
+      ["share of decided", pct(ev.share)],
+      ["mean F1", fmt(ev.mean_f1)],
+      ["median onset", ev.median_onset_step === null ? "none yet" : "step " + ev.median_onset_step],
+    ]) evidence.appendChild(el("span", {}, k + ": " + v));
+    item.appendChild(evidence);
+    list.appendChild(item);
+    body.appendChild(list);
+    markDrawn(figure);
+  }
   if (!data.recommendations.length) {
+    if (run) return;
     body.appendChild(el("p", { class: "empty" }, data.matrix
       ? "Nothing to do: no class needs data or a new definition."
       : "No advice yet: no checkpoint has been analysed."));
@@ -467,6 +487,73 @@ function drawRecommendations() {
   markDrawn(figure);
 }
 
+function drawClustering() {
+  const figure = fig("fig-clustering");
+  const c = data.clustering;
+  const body = figure.querySelector(".body");
+  if (!c) { body.appendChild(el("p", { class: "empty" }, "No analysis yet.")); return; }
+  sub(figure, "Ward linkage into " + c.clusters + " clusters: the latest checkpoint's embeddings (Euclidean, full space), " +
+    "whole trajectories and trajectories up to each example's " + c.trimmed_by + " onset (DTW) over " + c.steps.length +
+    " checkpoints. Adjusted Rand index 1 = the same partition, 0 = no more alike than chance.");
+  const table = el("table");
+  const head = el("tr");
+  for (const h of ["method", "ARI vs classes", "ARI vs final", "clusters (size, majority class)"]) head.appendChild(el("th", { class: h.startsWith("clusters") || h === "method" ? "l" : "" }, h));
+  table.appendChild(head);
+  for (const name of ["final", "trajectory", "trimmed"]) {
+    const m = c.methods[name];
+    const tr = el("tr");
+    tr.appendChild(el("td", { class: "l" }, name));
+    tr.appendChild(el("td", {}, fmt(m.ari_vs_classes, 3)));
+    tr.appendChild(el("td", {}, fmt(m.ari_vs_final, 3)));
+    tr.appendChild(el("td", { class: "l" }, m.clusters.map((k) => k.size + " " + k.majority + " " + pct(k.majority_share)).join(", ")));
+    table.appendChild(tr);
+  }
+  body.appendChild(table);
+  body.appendChild(el("p", {}, c.moved.length + " examples travel with another cluster than the one they settle in" +
+    (c.moved.length ? " (trimmed-trajectory cluster ≠ final cluster):" : ".")));
+  if (c.moved.length) {
+    const moved = el("table");
+    const mh = el("tr");
+    for (const h of ["example", "label", "travels with", "settles with"]) mh.appendChild(el("th", { class: "l" }, h));
+    moved.appendChild(mh);
+    for (const m of c.moved) {
+      const tr = el("tr");
+      for (const v of [m.id === null ? "#" + m.index : m.id, m.label, m.travels_with, m.settles_with]) tr.appendChild(el("td", { class: "l" }, String(v)));
+      moved.appendChild(tr);
+    }
+    body.appendChild(moved);
+  }
+  markDrawn(figure);
+}
+
+function drawEvidence() {
+  const figure = fig("fig-evidence");
+  const e = data.detector_evidence;
+  if (!e) return;
+  figure.hidden = false;
+  const wrap = el("div", { class: "sweeps" });
+  for (const s of e.sweeps) {
+    const box = el("div");
+    box.appendChild(el("h3", {}, s.detector + " detector"));
+    box.appendChild(el("p", {}, s.fixed));
+    const table = el("table");
+    const head = el("tr");
+    for (const h of ["threshold", "ρ dwell fraction", "ρ onset"]) head.appendChild(el("th", {}, h));
+    table.appendChild(head);
+    for (const row of s.rows) {
+      const tr = el("tr");
+      tr.appendChild(el("td", {}, String(+row.threshold.toPrecision(3))));
+      tr.appendChild(el("td", {}, row.dwell_fraction_rho === null ? "–" : fmt(row.dwell_fraction_rho, 3)));
+      tr.appendChild(el("td", {}, row.onset_rho === null ? "–" : fmt(row.onset_rho, 3)));
+      table.appendChild(tr);
+    }
+    box.appendChild(table);
+    wrap.appendChild(box);
+  }
+  figure.querySelector(".body").appendChild(wrap);
+  markDrawn(figure);
+}
+
 function drawSkipped() {
   const figure = fig("fig-skipped");
   if (!data.skipped.length) return;
@@ -482,6 +569,6 @@ fig("meta").textContent = data.model_type + " · " + labels.length + " classes �
     (data.max_steps ? " of " + data.max_steps + " planned" : "") + ")" : "");
 
 for (const draw of [drawRecommendations, drawMatrix, drawTrajectories, drawCloud, drawF1,
-  drawSpeed, drawStraightness, drawSweeps, drawSkipped]) {
+  drawSpeed, drawStraightness, drawSweeps, drawClustering, drawEvidence, drawSkipped]) {
   try { draw(); } catch (error) { console.error(draw.name + ": " + (error && error.stack || error)); }
 }
