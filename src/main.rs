@@ -957,7 +957,9 @@ fn print_clustering(
     }
     writeln!(
         out,
-        "\n{} examples travel with another cluster than the one they settle in:",
+        "\n{} examples travel with another cluster than the one they settle in \
+         (trimmed cluster, matched to the final cluster it shares most examples with, \
+         and final cluster; each named by its majority class, which two clusters can share):",
         clustering.moved.len()
     )?;
     if clustering.moved.is_empty() {
@@ -975,8 +977,16 @@ fn print_clustering(
             moved.index,
             moved.id.as_deref().unwrap_or("-"),
             truncate(&moved.label, 10),
-            truncate(&moved.travels_with, 12),
-            truncate(&moved.settles_with, 12)
+            format!(
+                "#{} {}",
+                moved.trimmed_cluster,
+                truncate(&moved.travels_with, 9)
+            ),
+            format!(
+                "#{} {}",
+                moved.final_cluster,
+                truncate(&moved.settles_with, 9)
+            )
         )?;
     }
     Ok(())
