@@ -958,8 +958,9 @@ fn print_clustering(
     writeln!(
         out,
         "\n{} examples travel with another cluster than the one they settle in \
-         (trimmed cluster, matched to the final cluster it shares most examples with, \
-         and final cluster; each named by its majority class, which two clusters can share):",
+         (clusters are numbered per method: the trimmed cluster's best-matching final \
+         cluster is not the example's final one; each is named by its majority class, \
+         which two clusters can share):",
         clustering.moved.len()
     )?;
     if clustering.moved.is_empty() {
