@@ -1079,7 +1079,10 @@ fn print_clustering(
     }
     writeln!(
         out,
-        "\n{} examples travel with another cluster than the one they settle in:",
+        "\n{} examples travel with another cluster than the one they settle in \
+         (clusters are numbered per method: the trimmed cluster's best-matching final \
+         cluster is not the example's final one; each is named by its majority class, \
+         which two clusters can share):",
         clustering.moved.len()
     )?;
     if clustering.moved.is_empty() {
@@ -1097,8 +1100,16 @@ fn print_clustering(
             moved.index,
             moved.id.as_deref().unwrap_or("-"),
             truncate(&moved.label, 10),
-            truncate(&moved.travels_with, 12),
-            truncate(&moved.settles_with, 12)
+            format!(
+                "#{} {}",
+                moved.trimmed_cluster,
+                truncate(&moved.travels_with, 9)
+            ),
+            format!(
+                "#{} {}",
+                moved.final_cluster,
+                truncate(&moved.settles_with, 9)
+            )
         )?;
     }
     Ok(())
