@@ -442,12 +442,7 @@ impl Pipeline {
         });
         let ready_count = ready.len();
         for (index, (checkpoint, weights)) in ready.into_iter().enumerate() {
-            if stop.load(Ordering::Relaxed) {
-                summary.interrupted = true;
-                break;
-            }
-            if index == limit {
-                summary.deferred = ready_count - limit;
+            if pass_ends_before(index, ready_count, limit, stop, &mut summary) {
                 break;
             }
             let job = match self.prepare_job(&checkpoint, weights) {
@@ -539,12 +534,7 @@ impl Pipeline {
         });
         let ready_count = ready.len();
         for (index, (step, files)) in ready.into_iter().enumerate() {
-            if stop.load(Ordering::Relaxed) {
-                summary.interrupted = true;
-                break;
-            }
-            if index == limit {
-                summary.deferred = ready_count - limit;
+            if pass_ends_before(index, ready_count, limit, stop, &mut summary) {
                 break;
             }
             let started = Instant::now();
@@ -1227,6 +1217,26 @@ pub struct ScoredCheckpoint {
 
 /// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
 /// checkpoint that is half gone; it is gone a moment later.
+/// Whether a pass stops before the `index`th of its `ready_count` checkpoints: on a stop
+/// request (interrupted), or at `limit` (the rest deferred to the next pass).
+fn pass_ends_before(
+    index: usize,
+    ready_count: usize,
+    limit: usize,
+    stop: &AtomicBool,
+    summary: &mut PassSummary,
+) -> bool {
+    if stop.load(Ordering::Relaxed) {
+        summary.interrupted = true;
+        return true;
+    }
+    if index == limit {
+        summary.deferred = ready_count - limit;
+        return true;
+    }
+    false
+}
+
 fn is_being_removed(path: &Path) -> bool {
     std::thread::sleep(Duration::from_millis(150));
     !path.exists()

@@ -73,6 +73,28 @@ struct StoredPositions<'a> {
     dim: usize,
 }
 
+impl<'a> StoredPositions<'a> {
+    /// The stored checkpoints `steps`, read through `cache`; an error when none is stored.
+    fn over(
+        state: &'a StateDir,
+        cache: &'a mut PositionCache,
+        steps: &'a [u64],
+    ) -> Result<Self, StoredAnalysisError> {
+        let Some(&first) = steps.first() else {
+            return Err(StoredAnalysisError::NothingStored(
+                state.root().to_path_buf(),
+            ));
+        };
+        let (_, dim) = cache.positions(state, first)?;
+        Ok(Self {
+            state,
+            cache,
+            steps,
+            dim,
+        })
+    }
+}
+
 impl PositionSource for StoredPositions<'_> {
     type Error = StoreError;
 
@@ -105,18 +127,7 @@ pub fn analyze_stored(
     num_classes: usize,
     params: &AnalysisParams,
 ) -> Result<TrajectoryAnalysis, StoredAnalysisError> {
-    let Some(&first) = steps.first() else {
-        return Err(StoredAnalysisError::NothingStored(
-            state.root().to_path_buf(),
-        ));
-    };
-    let (_, dim) = cache.positions(state, first)?;
-    let mut source = StoredPositions {
-        state,
-        cache,
-        steps,
-        dim,
-    };
+    let mut source = StoredPositions::over(state, cache, steps)?;
     analyze(&mut source, steps, example_classes, num_classes, params)
         .map_err(|error| StoredAnalysisError::Analysis(Box::new(error)))
 }
@@ -129,18 +140,7 @@ pub fn cluster_stored(
     analysis: &TrajectoryAnalysis,
     detector: DetectorKind,
 ) -> Result<Clustering, StoredAnalysisError> {
-    let Some(&first) = analysis.steps.first() else {
-        return Err(StoredAnalysisError::NothingStored(
-            state.root().to_path_buf(),
-        ));
-    };
-    let (_, dim) = cache.positions(state, first)?;
-    let mut source = StoredPositions {
-        state,
-        cache,
-        steps: &analysis.steps,
-        dim,
-    };
+    let mut source = StoredPositions::over(state, cache, &analysis.steps)?;
     cluster(&mut source, analysis, detector)
         .map_err(|error| StoredAnalysisError::Analysis(Box::new(error)))
 }
