@@ -44,6 +44,9 @@ pub struct CaseMeasurement {
     pub padded_tokens: usize,
     pub weights_bytes: u64,
     pub memory: PeakMemory,
+    /// Floating-point operations in one pass of the cpu backend ([`cpu_pass_flops`]);
+    /// `None` on candle's, which pads and computes every token in the last layer.
+    pub pass_flops: Option<f64>,
 }
 
 /// Resident memory over a case, in bytes.
@@ -64,6 +67,12 @@ pub enum PeakMemory {
 impl CaseMeasurement {
     pub fn pass_median(&self) -> f64 {
         median(&self.pass_seconds)
+    }
+
+    /// The pass's rate in GFLOP/s per thread, on the cpu backend.
+    pub fn gflops_per_thread(&self, threads: usize) -> Option<f64> {
+        self.pass_flops
+            .map(|flops| flops / self.pass_median() / threads.max(1) as f64 / 1e9)
     }
 
     pub fn texts_per_second(&self) -> f64 {
@@ -88,6 +97,30 @@ pub(crate) fn per_second(count: usize, seconds: f64) -> f64 {
 }
 
 /// The share of the computed tokens that are padding.
+/// What the cpu backend computes in one pass of a BERT-shaped encoder over texts of
+/// `lengths` tokens, counting a multiply-add as two operations: every layer but the last
+/// over every real token (QKV, attention within each text, attention output,
+/// feed-forward), then the last layer's keys and values for every token and the rest
+/// for `[CLS]` only, then the head (`dense`, then `labels` outputs). LayerNorm, GELU and
+/// softmax, linear in the tokens, are left out.
+pub fn cpu_pass_flops(
+    hidden: usize,
+    intermediate: usize,
+    layers: usize,
+    labels: usize,
+    lengths: &[usize],
+) -> f64 {
+    let (h, i) = (hidden as f64, intermediate as f64);
+    let tokens: f64 = lengths.iter().map(|&l| l as f64).sum();
+    let texts = lengths.len() as f64;
+    let squares: f64 = lengths.iter().map(|&l| (l * l) as f64).sum();
+    let feed_forward = h * h + 2.0 * h * i;
+    let full_layer = tokens * (3.0 * h * h + feed_forward) + 2.0 * squares * h;
+    let last_layer = tokens * 2.0 * h * h + texts * (h * h + feed_forward) + 2.0 * tokens * h;
+    let head = texts * (h * h + h * labels as f64);
+    2.0 * ((layers.saturating_sub(1)) as f64 * full_layer + last_layer + head)
+}
+
 pub(crate) fn padding_share(tokens: usize, padded_tokens: usize) -> f64 {
     if padded_tokens == 0 {
         0.0
@@ -178,6 +211,16 @@ pub(crate) fn measure_case(
     };
     write_output(&case.output_path(), &embeddings)?;
     let padded_tokens = embedder.computed_positions(model.backend(), &tokenized);
+    let pass_flops = matches!(model.backend(), Backend::Cpu(_)).then(|| {
+        let lengths: Vec<usize> = tokenized.ids.iter().map(Vec::len).collect();
+        cpu_pass_flops(
+            source.config.hidden_size,
+            source.config.intermediate_size,
+            source.config.num_hidden_layers,
+            embeddings.num_labels,
+            &lengths,
+        )
+    });
     Ok(CaseMeasurement {
         case: case.name,
         backend: model.backend(),
@@ -191,6 +234,7 @@ pub(crate) fn measure_case(
         padded_tokens,
         weights_bytes,
         memory,
+        pass_flops,
     })
 }
 
@@ -323,6 +367,15 @@ fn write_output(path: &Path, embeddings: &Embeddings) -> Result<(), BenchError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pass_flops_count_what_the_cpu_backend_computes() {
+        // h 2, i 4, 2 layers, 3 labels, texts of 1 and 2 tokens: the first layer
+        // 3 tokens × (3·4 + 4 + 16) + 2·(1 + 4)·2 = 116 multiply-adds; the last
+        // 3 × 2·4 (keys, values) + 2 texts × (4 + 20) + 2·3·2 (attention) = 84; the head
+        // 2 × (4 + 6) = 20; twice 220 operations.
+        assert_eq!(cpu_pass_flops(2, 4, 2, 3, &[1, 2]), 440.0);
+    }
 
     #[test]
     fn padding_share_is_the_padded_part_of_what_is_computed() {

@@ -27,7 +27,7 @@ pub use whole_run::{WholeRunMeasurement, WholeRunRound};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::CheckpointError;
-use crate::embed::{BackendChoice, EmbedError};
+use crate::embed::{Backend, BackendChoice, EmbedError, Isa};
 use crate::probe::ProbeError;
 use crate::store::StoreError;
 
@@ -150,6 +150,16 @@ pub struct BenchReport {
     pub whole_run: Option<WholeRunMeasurement>,
     pub cases: Vec<CaseMeasurement>,
     pub baseline: Option<Baseline>,
+    /// The cpu backend's tile product alone, where the cases ran on it.
+    pub kernel_ceiling: Option<KernelCeiling>,
+}
+
+/// What the kernel of the instruction set the cases ran on does with everything in L1
+/// cache on one thread: the ceiling a pass's rate is set against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelCeiling {
+    pub isa: Isa,
+    pub gflops_per_thread: f64,
 }
 
 /// Prepares the cases, measures them and, with `--python`, runs the PyTorch baseline.
@@ -214,6 +224,15 @@ pub fn run(
         )?),
         None => None,
     };
+    let kernel_ceiling = measured.iter().find_map(|case| match case.backend {
+        Backend::Cpu(isa) => isa
+            .tile_rate_in_l1(0.5)
+            .map(|gflops_per_thread| KernelCeiling {
+                isa,
+                gflops_per_thread,
+            }),
+        Backend::Candle => None,
+    });
     Ok(BenchReport {
         machine: Machine {
             cpu: memory::cpu_model(),
@@ -224,6 +243,7 @@ pub fn run(
         whole_run,
         cases: measured,
         baseline,
+        kernel_ceiling,
     })
 }
 

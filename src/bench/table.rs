@@ -6,7 +6,8 @@ use std::fmt::Write;
 
 use super::baseline::{Baseline, BaselineCase, OrtCase};
 use super::measure::{padding_share, per_second, CaseMeasurement, PeakMemory};
-use super::{median, BenchReport, WholeRunMeasurement};
+use super::{median, BenchReport, KernelCeiling, WholeRunMeasurement};
+use crate::embed::Backend;
 
 #[derive(Clone, Copy)]
 enum Unit {
@@ -74,6 +75,14 @@ pub fn render(report: &BenchReport) -> String {
         "dwell bench on {}, {} cores, {} threads, batch size {}",
         machine.cpu, machine.cores, machine.threads, report.batch_size
     );
+    if let Some(ceiling) = &report.kernel_ceiling {
+        let _ = writeln!(
+            out,
+            "cpu ({}) tile product alone, operands in L1 cache: {:.1} GFLOP/s per thread",
+            ceiling.isa.name(),
+            ceiling.gflops_per_thread
+        );
+    }
     if let Some(baseline) = &report.baseline {
         let attention: Vec<&str> = baseline
             .cases
@@ -111,7 +120,15 @@ pub fn render(report: &BenchReport) -> String {
             .as_ref()
             .and_then(|b| b.cases.get(case.case.dir_name()));
         let _ = writeln!(out);
-        render_case(&mut out, case, torch, report.baseline.as_ref());
+        let ceiling = report.kernel_ceiling.as_ref();
+        render_case(
+            &mut out,
+            case,
+            torch,
+            report.baseline.as_ref(),
+            machine.threads,
+            ceiling,
+        );
     }
     out
 }
@@ -220,6 +237,8 @@ fn render_case(
     case: &CaseMeasurement,
     torch: Option<&BaselineCase>,
     baseline: Option<&Baseline>,
+    threads: usize,
+    ceiling: Option<&KernelCeiling>,
 ) {
     let _ = writeln!(
         out,
@@ -352,6 +371,22 @@ fn render_case(
         ort: baseline.is_some_and(|b| b.onnxruntime.is_some()),
     };
     write_rows(out, &rows, columns);
+    if let (Some(flops), Some(rate)) = (case.pass_flops, case.gflops_per_thread(threads)) {
+        let share = ceiling
+            .filter(|ceiling| case.backend == Backend::Cpu(ceiling.isa))
+            .map_or(String::new(), |ceiling| {
+                format!(
+                    ", {:.0}% of the tile product's rate alone",
+                    100.0 * rate / ceiling.gflops_per_thread
+                )
+            });
+        let _ = writeln!(
+            out,
+            "work: {:.1} GFLOP a pass (real tokens only, the last layer for [CLS] only), \
+             {rate:.1} GFLOP/s per thread{share}",
+            flops / 1e9
+        );
+    }
     if let PeakMemory::Unavailable(why) = &case.memory {
         let _ = writeln!(out, "peak RSS not measured: {why}");
     }
@@ -443,7 +478,7 @@ mod tests {
         BaselineWholeRun, CaseName, Machine, OrtCase, Parity, WholeRunMeasurement, WholeRunRound,
         BASELINE_SCHEMA,
     };
-    use crate::embed::{Backend, Isa};
+    use crate::embed::Isa;
     use std::collections::BTreeMap;
 
     fn minilm() -> CaseMeasurement {
@@ -464,6 +499,7 @@ mod tests {
                 loading_peak: 200_000_000,
                 embedding_peak: 150_000_000,
             },
+            pass_flops: Some(61.7e9),
         }
     }
 
@@ -489,6 +525,10 @@ mod tests {
             }),
             cases: vec![case],
             baseline,
+            kernel_ceiling: Some(KernelCeiling {
+                isa: Isa::Avx2,
+                gflops_per_thread: 123.4,
+            }),
         }
     }
 
@@ -503,6 +543,7 @@ mod tests {
         let report = report(minilm(), rounds, Ok(300_000_000), None);
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
+cpu (avx2) tile product alone, operands in L1 cache: 123.4 GFLOP/s per thread
 
 whole run, minilm, 4 checkpoints, cpu (avx2) backend, 2 round(s):
   round    dwell analyze s
@@ -527,6 +568,7 @@ minilm: 400 texts, max length 64, cpu (avx2) backend
   peak RSS, embedding MB                  150.0
   weights on disk MB                       90.0
   peak RSS, embedding - weights MB         60.0
+work: 61.7 GFLOP a pass (real tokens only, the last layer for [CLS] only), 61.7 GFLOP/s per thread, 50% of the tile product's rate alone
 ";
         assert_eq!(render(&report), expected);
     }
@@ -598,6 +640,7 @@ minilm: 400 texts, max length 64, cpu (avx2) backend
         );
         let expected = "\
 dwell bench on Test CPU, 2 cores, 2 threads, batch size 32
+cpu (avx2) tile product alone, operands in L1 cache: 123.4 GFLOP/s per thread
 PyTorch baseline: torch 2.9.0, transformers 5.0.0, 2 threads, batch size 32, attention sdpa
 ONNX Runtime baseline: onnxruntime 1.32.0, the same model exported by torch.onnx, 2 intra-op threads, length-sorted batches of 32
 dwell/PyTorch, dwell/ORT: below 1 is dwell faster for times, above 1 for rates
@@ -630,6 +673,7 @@ minilm: 400 texts, max length 64, cpu (avx2) backend
   peak RSS, embedding MB                      -        500.0            -              -          -
   weights on disk MB                       90.0         90.0            -           1.00          -
   peak RSS, embedding - weights MB            -        410.0            -              -          -
+work: 61.7 GFLOP a pass (real tokens only, the last layer for [CLS] only), 61.7 GFLOP/s per thread, 50% of the tile product's rate alone
 peak RSS not measured: no /proc here
 PyTorch's RSS includes the interpreter and torch itself (whole process peak 700.0 MB)
 parity, max |PyTorch - dwell|: cls 2.10e-6, logits 4.00e-7

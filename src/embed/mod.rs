@@ -220,6 +220,16 @@ impl Isa {
         return false;
     }
 
+    /// This instruction set's tile product in GFLOP/s on one thread with its operands in
+    /// L1 cache, measured for about `seconds`: the kernel's ceiling on this CPU (for
+    /// `dwell bench`); `None` where it cannot run.
+    pub fn tile_rate_in_l1(self, seconds: f64) -> Option<f64> {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        return cpu::tile_rate_in_l1(self, seconds);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return None;
+    }
+
     /// The fastest instruction set this CPU has a kernel for.
     pub fn best() -> Option<Isa> {
         Isa::ALL.into_iter().find(|isa| isa.supported())

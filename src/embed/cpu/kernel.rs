@@ -10,6 +10,9 @@
 //! [`super::vector::row_operations`]. Packing has a portable version here; a module
 //! overrides it where a register transpose pays.
 
+use std::time::Instant;
+
+use super::linear::AlignedBuffer;
 use crate::checkpoint::Activation;
 use crate::embed::Isa;
 
@@ -199,6 +202,42 @@ pub fn pack_weight_panel<K: Kernel>(
     unsafe { kernel.pack_panel(weight, inputs, panel, target) }
 }
 
+/// The tile product's rate in GFLOP/s on the calling thread with its operands in L1
+/// cache (a full tile, 384 inputs deep, from a zero bias), measured for about
+/// `seconds`: the ceiling of this instruction set's kernel on this CPU, which
+/// `dwell bench` prints beside the passes it times.
+pub fn rate_in_l1<K: Kernel>(kernel: K, seconds: f64) -> f64 {
+    const DEPTH: usize = 384;
+    const BATCH: usize = 1000;
+    // Aligned as the packed weights are: a vector load that straddles two cache lines
+    // would halve the rate.
+    let mut rows = AlignedBuffer::zeroed(DEPTH * K::ROWS);
+    rows.fill(0.5);
+    let mut panel = AlignedBuffer::zeroed(DEPTH * K::COLUMNS);
+    panel.fill(0.25);
+    let zeros = vec![0.0; K::COLUMNS];
+    let mut out = vec![0.0; K::ROWS * K::COLUMNS];
+    let started = Instant::now();
+    let mut tiles = 0usize;
+    while tiles == 0 || started.elapsed().as_secs_f64() < seconds {
+        for _ in 0..BATCH {
+            run_tile(
+                kernel,
+                &rows,
+                &panel,
+                std::hint::black_box(&mut out),
+                K::COLUMNS,
+                K::ROWS,
+                K::COLUMNS,
+                Start::Bias(&zeros),
+            );
+        }
+        tiles += BATCH;
+    }
+    let flops = 2.0 * (DEPTH * K::ROWS * K::COLUMNS * tiles) as f64;
+    flops / started.elapsed().as_secs_f64() / 1e9
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     //! The checks every kernel must pass, called from each instruction set's tests with
@@ -338,6 +377,11 @@ pub(super) mod tests {
                 forced().map(
                     $crate::embed::cpu::linear::tests::every_edge_of_the_tiling_matches_the_plain_product,
                 );
+            }
+
+            #[test]
+            fn attention_matches_the_plain_formula() {
+                forced().map($crate::embed::cpu::attention::tests::attention_matches_the_plain_formula);
             }
 
             #[test]

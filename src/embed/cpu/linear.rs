@@ -2,7 +2,7 @@
 //! packed once when the checkpoint loads; the instruction set's part is the tile
 //! product and packing of a [`Kernel`] (`super::avx512`, `super::avx2`, `super::neon`).
 //!
-//! Why not the `gemm` crate here (it still serves attention): it packs the weight matrix
+//! Why not the `gemm` crate here (nor in attention, `super::attention`): it packs the weight matrix
 //! again on every call and adds the bias in a separate pass, and its blocking suits these
 //! thin products (384 or 1536 inputs) less well. Side by side on this project's shapes,
 //! the AVX-512 kernel ran 1.2–1.3× faster where a layer has 1152 or 1536 outputs and

@@ -11,13 +11,13 @@
 //! passes, and computes only the `[CLS]` rows in the last layer. The math is that of
 //! `super::bert` (SPEC §3), held to the same 1e-4 parity with PyTorch by the tests.
 
+mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod kernel;
 mod linear;
-mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod vector;
@@ -26,7 +26,6 @@ use rayon::prelude::*;
 
 use kernel::Kernel;
 use linear::{AlignedBuffer, PackedLinear};
-use matmul::Matrix;
 
 use super::tensors::NamedTensors;
 use super::{EmbedError, Embeddings, Isa, TokenizedProbe};
@@ -53,6 +52,21 @@ pub fn supported(isa: Isa) -> bool {
         Isa::Neon => neon::Neon::detect().is_some(),
         #[allow(unreachable_patterns)]
         _ => false,
+    }
+}
+
+/// `isa`'s tile product in GFLOP/s on one thread in L1 cache ([`kernel::rate_in_l1`]),
+/// or `None` where this build and CPU cannot run it.
+pub fn tile_rate_in_l1(isa: Isa, seconds: f64) -> Option<f64> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::Avx512::detect().map(|k| kernel::rate_in_l1(k, seconds)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::Avx2::detect().map(|k| kernel::rate_in_l1(k, seconds)),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => neon::Neon::detect().map(|k| kernel::rate_in_l1(k, seconds)),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 
@@ -178,8 +192,7 @@ pub struct CpuBert<K: Kernel> {
     head: Option<Head<K>>,
     activation: Activation,
     simd: K,
-    heads: usize,
-    head_dim: usize,
+    attention: attention::Heads,
     hidden: usize,
     /// The embedding tables' width (ELECTRA's `embedding_size`).
     width: usize,
@@ -435,8 +448,11 @@ impl<K: Kernel> CpuBert<K> {
             head,
             activation: spec.activation,
             simd,
-            heads: config.num_attention_heads,
-            head_dim: hidden / config.num_attention_heads,
+            attention: attention::Heads {
+                heads: config.num_attention_heads,
+                head_dim: hidden / config.num_attention_heads,
+                hidden,
+            },
             hidden,
             width,
             intermediate: config.intermediate_size,
@@ -621,7 +637,8 @@ impl<K: Kernel> CpuBert<K> {
             start += length;
         }
         parts.into_par_iter().for_each(|(start, length, part)| {
-            self.attend_text(
+            self.attention.attend(
+                self.simd,
                 &qkv[start * 3 * hidden..(start + length) * 3 * hidden],
                 length,
                 part,
@@ -636,32 +653,6 @@ impl<K: Kernel> CpuBert<K> {
         );
     }
 
-    /// Self-attention of one text: `qkv` is its [length, 3·hidden] projections,
-    /// `context` receives its [length, hidden] result.
-    fn attend_text(&self, qkv: &[f32], length: usize, context: &mut [f32]) {
-        let (hidden, d) = (self.hidden, self.head_dim);
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut scores = vec![0f32; length * length];
-        for head in 0..self.heads {
-            let column = head * d;
-            matmul::product(
-                Matrix::rows(&qkv[column..], length, d, 3 * hidden),
-                Matrix::transposed(&qkv[hidden + column..], d, length, 3 * hidden),
-                &mut scores,
-                length,
-            );
-            for row in scores.chunks_exact_mut(length) {
-                self.simd.scaled_softmax(row, scale);
-            }
-            matmul::product(
-                Matrix::rows(&scores, length, length, length),
-                Matrix::rows(&qkv[2 * hidden + column..], length, d, 3 * hidden),
-                &mut context[column..],
-                hidden,
-            );
-        }
-    }
-
     /// The last layer, for the `[CLS]` row of each text only.
     /// `key_value` is scratch space for every token's keys and values.
     fn last_layer(
@@ -671,7 +662,7 @@ impl<K: Kernel> CpuBert<K> {
         starts: &[usize],
         key_value: &mut [f32],
     ) -> Vec<f32> {
-        let (hidden, d) = (self.hidden, self.head_dim);
+        let (hidden, d) = (self.hidden, self.attention.head_dim);
         let layer = &self.last;
         let tokens = states.len() / hidden;
         let key_value = &mut key_value[..tokens * 2 * hidden];
@@ -693,7 +684,7 @@ impl<K: Kernel> CpuBert<K> {
                 let rows = &key_value[start * 2 * hidden..(start + length) * 2 * hidden];
                 let query = &queries[text * hidden..(text + 1) * hidden];
                 let mut scores = vec![0f32; length];
-                for head in 0..self.heads {
+                for head in 0..self.attention.heads {
                     let q = &query[head * d..(head + 1) * d];
                     for (position, score) in scores.iter_mut().enumerate() {
                         let key = &rows[position * 2 * hidden + head * d..][..d];
