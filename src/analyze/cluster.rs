@@ -220,21 +220,31 @@ pub fn dtw_distance(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Option<f64> {
         return None;
     }
     let ground = euclidean_cross_distances(a, b);
-    let mut cost = Array2::<f64>::from_elem((n, m), f64::INFINITY);
+    Some(dtw(n, m, |i, j| ground[[i, j]]))
+}
+
+/// [`dtw_distance`] of trajectories of `n` and `m` points (both at least 1), given the
+/// ground distance of point i of the first and point j of the second. The cost table
+/// is kept one row at a time.
+fn dtw(n: usize, m: usize, ground: impl Fn(usize, usize) -> f64) -> f64 {
+    let mut row = vec![f64::INFINITY; m];
     for i in 0..n {
+        // `row[j]` still holds cost[i - 1][j] until it is overwritten with cost[i][j];
+        // `diagonal` holds cost[i - 1][j - 1].
+        let mut diagonal = f64::INFINITY;
         for j in 0..m {
+            let above = row[j];
             let before = match (i, j) {
                 (0, 0) => 0.0,
-                (0, _) => cost[[0, j - 1]],
-                (_, 0) => cost[[i - 1, 0]],
-                _ => cost[[i - 1, j - 1]]
-                    .min(cost[[i - 1, j]])
-                    .min(cost[[i, j - 1]]),
+                (0, _) => row[j - 1],
+                (_, 0) => above,
+                _ => diagonal.min(above).min(row[j - 1]),
             };
-            cost[[i, j]] = before + ground[[i, j]];
+            diagonal = above;
+            row[j] = before + ground(i, j);
         }
     }
-    Some(cost[[n - 1, m - 1]] / (n + m) as f64)
+    row[m - 1] / (n + m) as f64
 }
 
 /// ‖a_i − b_j‖ for every row pair, through one matrix product.
@@ -248,29 +258,58 @@ fn euclidean_cross_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f
     distances
 }
 
-/// DTW between every pair of trajectories: `positions` is [examples,
-/// checkpoints, H] and example d's trajectory is its first `lengths[d]`
-/// checkpoints (each at least 1).
-fn trajectory_distances(positions: &Array3<f64>, lengths: &[usize]) -> Array2<f64> {
-    let examples = lengths.len();
-    let trajectory = |d: usize| positions.slice(s![d, ..lengths[d], ..]);
-    let rows: Vec<Vec<f64>> = (0..examples)
+/// DTW between every pair of trajectories, once for each set of lengths: `positions`
+/// is [examples, checkpoints, H] and, in a set, example d's trajectory is its first
+/// `lengths[d]` checkpoints (each at least 1). The ground distances come from one
+/// matrix product per example against every later example's points, shared by the
+/// sets (a product per pair of 12-point trajectories spent most of its time packing
+/// the small operands, and every pair recomputed the same squared norms).
+fn trajectory_distances(positions: &Array3<f64>, length_sets: &[&[usize]]) -> Vec<Array2<f64>> {
+    let (examples, checkpoints, width) = positions.dim();
+    let positions = positions.as_standard_layout();
+    let points = positions
+        .view()
+        .into_shape_with_order((examples * checkpoints, width))
+        .expect("a standard-layout array reshapes");
+    let norms: Vec<f64> = points.rows().into_iter().map(|p| p.dot(&p)).collect();
+    let rows: Vec<Vec<Vec<f64>>> = (0..examples)
         .into_par_iter()
         .map(|i| {
-            (i + 1..examples)
-                .map(|j| dtw_distance(trajectory(i), trajectory(j)).unwrap_or(0.0))
+            let later = (i + 1) * checkpoints;
+            let products = points
+                .slice(s![i * checkpoints..later, ..])
+                .dot(&points.slice(s![later.., ..]).t());
+            length_sets
+                .iter()
+                .map(|lengths| {
+                    (i + 1..examples)
+                        .map(|j| {
+                            let offset = (j - i - 1) * checkpoints;
+                            dtw(lengths[i], lengths[j], |a, b| {
+                                let squared = norms[i * checkpoints + a]
+                                    + norms[j * checkpoints + b]
+                                    - 2.0 * products[[a, offset + b]];
+                                squared.max(0.0).sqrt()
+                            })
+                        })
+                        .collect()
+                })
                 .collect()
         })
         .collect();
-    let mut distances = Array2::zeros((examples, examples));
-    for (i, row) in rows.into_iter().enumerate() {
-        for (offset, value) in row.into_iter().enumerate() {
-            let j = i + 1 + offset;
-            distances[[i, j]] = value;
-            distances[[j, i]] = value;
-        }
-    }
-    distances
+    (0..length_sets.len())
+        .map(|set| {
+            let mut distances = Array2::zeros((examples, examples));
+            for (i, sets) in rows.iter().enumerate() {
+                for (offset, &value) in sets[set].iter().enumerate() {
+                    let j = i + 1 + offset;
+                    distances[[i, j]] = value;
+                    distances[[j, i]] = value;
+                }
+            }
+            distances
+        })
+        .collect()
 }
 
 /// The adjusted Rand index of two partitions of the same examples (Hubert and
@@ -417,8 +456,11 @@ pub fn cluster<S: PositionSource>(
     };
     let latest = chosen.len().saturating_sub(1);
     let final_distances = euclidean_distances(positions.slice(s![.., latest, ..]));
-    let whole_distances = trajectory_distances(&positions, &vec![chosen.len(); examples]);
-    let trimmed_distances = trajectory_distances(&positions, &trimmed_lengths);
+    let whole_lengths = vec![chosen.len(); examples];
+    let [whole_distances, trimmed_distances]: [Array2<f64>; 2] =
+        trajectory_distances(&positions, &[&whole_lengths, &trimmed_lengths])
+            .try_into()
+            .expect("one distance matrix per set of lengths");
     let partition = |distances: &Array2<f64>| ward_linkage(distances.view()).cut(clusters.max(1));
     let final_assignment = if examples == 0 {
         Vec::new()
@@ -653,6 +695,32 @@ mod tests {
         // One point against three: 3 + 2 + 1 = 6, / 4.
         assert_eq!(dtw_distance(point.view(), a.view()), Some(1.5));
         assert_eq!(dtw_distance(a.slice(s![..0, ..]), a.view()), None);
+    }
+
+    #[test]
+    fn batched_trajectory_distances_equal_pairwise_dtw() {
+        let positions = Array3::from_shape_fn((5, 4, 3), |(d, t, k)| {
+            ((d * 7 + t * 3 + k * 5) % 11) as f64 / 4.0 - 1.0
+        });
+        let whole = [4; 5];
+        let trimmed = [4, 1, 3, 2, 4];
+        let sets = trajectory_distances(&positions, &[&whole, &trimmed]);
+        for (lengths, distances) in [whole.as_slice(), trimmed.as_slice()].iter().zip(&sets) {
+            for i in 0..5 {
+                for j in 0..5 {
+                    let expected = if i == j {
+                        0.0
+                    } else {
+                        dtw_distance(
+                            positions.slice(s![i, ..lengths[i], ..]),
+                            positions.slice(s![j, ..lengths[j], ..]),
+                        )
+                        .unwrap()
+                    };
+                    assert!((distances[[i, j]] - expected).abs() < 1e-12, "{i}, {j}");
+                }
+            }
+        }
     }
 
     #[test]
