@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::advise::{advise, Advice, ClassEvidenceInput, DwellInput, Rules, RunInput};
 use crate::analyze::classification::{macro_f1, predictions, ConfusionMatrix};
+use crate::analyze::detectors::DetectorKind;
 use crate::analyze::params::AnalysisParams;
 use crate::analyze::trajectory::TrajectoryAnalysis;
 use crate::checkpoint::{
@@ -208,10 +209,15 @@ pub struct Pipeline {
     secured: SecuredCheckpoints,
     /// The analysis behind the latest report, handed to its figures.
     latest_analysis: Option<TrajectoryAnalysis>,
-    /// The latest clustering, when it was made and how long it took: a daemon re-clusters
-    /// only when the time since is at least `CLUSTERING_TIME_SHARE` times that.
-    latest_clustering: Option<(ClusteringReport, Instant, Duration)>,
+    clusterings: LatestClustering,
 }
+
+/// The latest clustering, when it was made and how long it took: a daemon re-clusters
+/// only when the time since is at least `CLUSTERING_TIME_SHARE` times that. Kept apart
+/// from the rest of the pipeline so that a report can borrow the other fields while it
+/// updates this one.
+#[derive(Default)]
+struct LatestClustering(Option<(ClusteringReport, Instant, Duration)>);
 
 impl Pipeline {
     /// Validates the probe set against the model's labels before any model is loaded.
@@ -312,7 +318,7 @@ impl Pipeline {
             positions: PositionCache::default(),
             secured,
             latest_analysis: None,
-            latest_clustering: None,
+            clusterings: LatestClustering::default(),
         })
     }
 
@@ -828,7 +834,7 @@ impl Pipeline {
                 self.scored.insert(step, scored);
             }
         }
-        let names = &self.labels.names.clone();
+        let names = &self.labels.names;
         let scored: Vec<&ScoredCheckpoint> = stored_steps.iter().map(|s| &self.scored[s]).collect();
         let checkpoints: Vec<CheckpointSummary> =
             scored.iter().map(|s| s.summary.clone()).collect();
@@ -851,8 +857,7 @@ impl Pipeline {
             .rev()
             .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
-        let trainer_state = self.latest_trainer_state.clone();
-        let trainer_state = trainer_state.as_ref();
+        let trainer_state = self.latest_trainer_state.as_ref();
         let max_steps = match self.source {
             Source::Exported { max_steps } => max_steps,
             Source::Model(_) => trainer_state.and_then(|s| s.max_steps),
@@ -867,7 +872,15 @@ impl Pipeline {
             self.advise(analysis, &checkpoints, latest_confusion, &counts, max_steps)
         });
         let clustering = match &analysis {
-            Some(analysis) => Some(self.clustering(analysis, finished)?),
+            Some(analysis) => Some(self.clusterings.of(
+                &self.state,
+                &mut self.positions,
+                analysis,
+                detector_kind(self.config.rules.dwell.detector),
+                names,
+                &self.probe,
+                finished,
+            )?),
             None => None,
         };
         let detector_evidence =
@@ -975,30 +988,6 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// The clustering of `analysis`, or the latest one while it is recent: clustering
-    /// whole trajectories costs seconds per report (about 7 s for 405 texts over 48
-    /// checkpoints on 2 cores) and changes slowly, so a daemon spends at most about
-    /// 1 / `CLUSTERING_TIME_SHARE` of its time on it. A finished run, and a one-shot
-    /// `analyze`, are always clustered at their latest checkpoint.
-    fn clustering(
-        &mut self,
-        analysis: &TrajectoryAnalysis,
-        finished: bool,
-    ) -> Result<ClusteringReport, PipelineError> {
-        if let Some((report, at, took)) = &self.latest_clustering {
-            if !finished && at.elapsed() < *took * CLUSTERING_TIME_SHARE {
-                return Ok(report.clone());
-            }
-        }
-        let started = Instant::now();
-        let detector = detector_kind(self.config.rules.dwell.detector);
-        let ids: Vec<Option<String>> = self.probe.examples.iter().map(|e| e.id.clone()).collect();
-        let clustering = cluster_stored(&self.state, &mut self.positions, analysis, detector)?;
-        let report = ClusteringReport::new(&clustering, &self.labels.names, &ids);
-        self.latest_clustering = Some((report.clone(), started, started.elapsed()));
-        Ok(report)
-    }
-
     /// The figures of `report`, the latest report built: its analysis is reused, and the
     /// stored positions come from memory while the run fits the cache.
     pub fn figures(&mut self, report: &Report) -> Result<Figures, PipelineError> {
@@ -1044,6 +1033,37 @@ impl Pipeline {
             },
             &self.config.rules,
         )
+    }
+}
+
+impl LatestClustering {
+    /// The clustering of `analysis`, or the latest one while it is recent: clustering
+    /// whole trajectories costs seconds per report (about 7 s for 405 texts over 48
+    /// checkpoints on 2 cores) and changes slowly, so a daemon spends at most about
+    /// 1 / `CLUSTERING_TIME_SHARE` of its time on it. A finished run, and a one-shot
+    /// `analyze`, are always clustered at their latest checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        &mut self,
+        state: &StateDir,
+        positions: &mut PositionCache,
+        analysis: &TrajectoryAnalysis,
+        detector: DetectorKind,
+        names: &[String],
+        probe: &LabelledFile,
+        finished: bool,
+    ) -> Result<ClusteringReport, PipelineError> {
+        if let Some((report, at, took)) = &self.0 {
+            if !finished && at.elapsed() < *took * CLUSTERING_TIME_SHARE {
+                return Ok(report.clone());
+            }
+        }
+        let started = Instant::now();
+        let ids: Vec<Option<String>> = probe.examples.iter().map(|e| e.id.clone()).collect();
+        let clustering = cluster_stored(state, positions, analysis, detector)?;
+        let report = ClusteringReport::new(&clustering, names, &ids);
+        self.0 = Some((report.clone(), started, started.elapsed()));
+        Ok(report)
     }
 }
 

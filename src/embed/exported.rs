@@ -128,20 +128,14 @@ pub fn read_exported(
     classes: usize,
 ) -> Result<Embeddings, ExportedError> {
     let (cls, logits) = match step {
-        ExportedStep::Safetensors(path) => {
-            let bytes = std::fs::read(path).map_err(|error| ExportedError::Io {
-                path: path.clone(),
-                error,
-            })?;
-            let tensors =
-                SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, e.to_string()))?;
-            let cls = safetensors_matrix(&tensors, "cls", path)?
+        ExportedStep::Safetensors(path) => with_safetensors(path, |tensors| {
+            let cls = safetensors_matrix(tensors, "cls", path)?
                 .ok_or_else(|| invalid(path, "no `cls` tensor (the [CLS] embeddings, [P, H])"))?;
-            (
+            Ok((
                 (cls, path.as_path()),
-                safetensors_matrix(&tensors, "logits", path)?.map(|m| (m, path.as_path())),
-            )
-        }
+                safetensors_matrix(tensors, "logits", path)?.map(|m| (m, path.as_path())),
+            ))
+        })?,
         ExportedStep::Npy { cls, logits } => (
             (read_npy(cls)?, cls.as_path()),
             match logits {
@@ -205,20 +199,27 @@ pub fn read_exported(
 /// exporter's head has.
 pub fn exported_classes(step: &ExportedStep) -> Result<Option<usize>, ExportedError> {
     match step {
-        ExportedStep::Safetensors(path) => {
-            let bytes = std::fs::read(path).map_err(|error| ExportedError::Io {
-                path: path.clone(),
-                error,
-            })?;
-            let tensors =
-                SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, e.to_string()))?;
-            Ok(safetensors_matrix(&tensors, "logits", path)?.map(|m| m.columns))
-        }
+        ExportedStep::Safetensors(path) => with_safetensors(path, |tensors| {
+            Ok(safetensors_matrix(tensors, "logits", path)?.map(|m| m.columns))
+        }),
         ExportedStep::Npy { logits, .. } => match logits {
             Some(path) => Ok(Some(read_npy(path)?.columns)),
             None => Ok(None),
         },
     }
+}
+
+/// `read` applied to the tensors of the safetensors file at `path`.
+fn with_safetensors<T>(
+    path: &Path,
+    read: impl FnOnce(&SafeTensors) -> Result<T, ExportedError>,
+) -> Result<T, ExportedError> {
+    let bytes = std::fs::read(path).map_err(|error| ExportedError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, e.to_string()))?;
+    read(&tensors)
 }
 
 fn safetensors_matrix(
