@@ -558,6 +558,15 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
             args.pipeline.state.is_none(),
             "--runs keeps each run's state in ROOT-state/<run>/: --state does not apply"
         );
+        // A bucket is not a folder: listed as one, it would hold no runs and be waited
+        // on for ever, with its state under a local `s3:` folder.
+        if let Some(url) = root.to_str().filter(|root| is_remote(root)) {
+            anyhow::bail!(
+                "--runs {url}: --runs watches a local folder of runs (ROOT); runs on object \
+                 storage are watched one per process: `dwell watch s3://bucket/prefix/<run>/ \
+                 --state DIR` for each run"
+            );
+        }
         let idle = seconds(args.idle, None, 1800.0, "idle")?;
         let runs = RunsConfig {
             exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
@@ -574,6 +583,7 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
             sinks,
             flush_deadline: Duration::from_secs(5),
             announce,
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

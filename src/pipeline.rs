@@ -20,8 +20,8 @@ use crate::checkpoint::{
     TrainerState, WeightFiles,
 };
 use crate::embed::{
-    exported_classes, list_exported, read_exported, BaseModel, EmbedError, EmbedJob, EmbedWorker,
-    Embedder, ExportedError, ModelSource, NamedTensors, TokenizedProbe,
+    exported_classes, list_exported, read_exported, BaseModel, EmbedJob, EmbedWorker, Embedder,
+    ExportedError, ModelSource, NamedTensors, TokenizedProbe,
 };
 use crate::probe::{
     hex_digest, load_probe, load_training_labels, LabelSet, LabelledFile, ProbeError, RawLabel,
@@ -104,13 +104,25 @@ pub enum PipelineError {
     WorkerGone,
     #[error("{path}: {message}")]
     Labels { path: PathBuf, message: String },
-    #[error("{run_dir}: {error}")]
-    Embedder {
-        run_dir: PathBuf,
-        error: Box<EmbedError>,
-    },
+    /// A model dwell cannot run: `config` refused by key and value, or naming a family
+    /// the chosen backend does not run. The run's problem, not one checkpoint's.
+    #[error("{config}: {reason}")]
+    Unsupported { config: PathBuf, reason: String },
     #[error(transparent)]
     Analysis(Box<StoredAnalysisError>),
+}
+
+impl PipelineError {
+    /// A `config.json` that does not load: refused (`Invalid`) it is an unsupported model.
+    fn from_model_config(error: CheckpointError) -> Self {
+        match error {
+            CheckpointError::Invalid { path, message } => PipelineError::Unsupported {
+                config: path,
+                reason: message,
+            },
+            error => PipelineError::Checkpoint(error),
+        }
+    }
 }
 
 impl From<StoredAnalysisError> for PipelineError {
@@ -225,23 +237,22 @@ impl Pipeline {
         config: PipelineConfig,
         embedder: Box<dyn Embedder>,
     ) -> Result<Self, PipelineError> {
-        let run = RunModel::read(&config)?;
-        // A backend that cannot run this family is the run's problem, not each checkpoint's.
-        embedder
-            .accepts(run.family)
-            .map_err(|error| PipelineError::Embedder {
-                run_dir: config.run_dir.clone(),
-                error: Box::new(error),
-            })?;
-        run.assemble(config, Rc::new(EmbedWorker::spawn(embedder)))
+        Self::open_on(config, Rc::new(EmbedWorker::spawn(embedder)))
     }
 
     /// A pipeline whose checkpoints are embedded on `worker`, an embedding thread other
     /// pipelines may share (used from one thread at a time: a job's outcome is read
-    /// right after it is submitted). A family the worker's backend cannot run fails
-    /// each checkpoint with the backend's reason, listed as skipped.
+    /// right after it is submitted).
     pub fn open_on(config: PipelineConfig, worker: Rc<EmbedWorker>) -> Result<Self, PipelineError> {
-        RunModel::read(&config)?.assemble(config, worker)
+        let run = RunModel::read(&config)?;
+        // A backend that cannot run this family is the run's problem, not each checkpoint's.
+        if let Some(reason) = worker.refuses(run.family) {
+            return Err(PipelineError::Unsupported {
+                config: run.family_config,
+                reason: reason.to_string(),
+            });
+        }
+        run.assemble(config, worker)
     }
 
     /// A pipeline over embeddings computed elsewhere: `config.run_dir` is a folder of
@@ -1073,6 +1084,8 @@ struct RunModel {
     probe: LabelledFile,
     labels: LabelSet,
     family: Family,
+    /// The `config.json` that names the family (the base's, for an adapter run).
+    family_config: PathBuf,
     base_dir: Option<PathBuf>,
 }
 
@@ -1088,11 +1101,12 @@ impl RunModel {
             )?),
             None => None,
         };
-        let (labels, family) = run_labels(config, &probe, base_dir.as_deref())?;
+        let (labels, family, family_config) = run_labels(config, &probe, base_dir.as_deref())?;
         Ok(Self {
             probe,
             labels,
             family,
+            family_config,
             base_dir,
         })
     }
@@ -1272,12 +1286,13 @@ fn source_name(checkpoint: &CheckpointDir) -> String {
 
 /// The run's labels, from the newest checkpoint that says: its `config.json`'s
 /// `id2label`, or for an adapter checkpoint (no `config.json`) `--labels`, the base's
-/// `id2label` of the head's class count, or integer class ids in the probe.
+/// `id2label` of the head's class count, or integer class ids in the probe; with the
+/// family and the `config.json` it was read from.
 fn run_labels(
     config: &PipelineConfig,
     probe: &LabelledFile,
     base_dir: Option<&Path>,
-) -> Result<(LabelSet, Family), PipelineError> {
+) -> Result<(LabelSet, Family, PathBuf), PipelineError> {
     let given = match &config.labels {
         Some(labels) => Some(parse_labels(labels)?),
         None => None,
@@ -1319,11 +1334,13 @@ fn run_labels(
                         ),
                     });
                 }
-                return Ok((labels, model.family()));
+                return Ok((labels, model.family(), config_path));
             }
             Err(error) if error.is_vanished() => continue,
             // An unsupported architecture is the run's problem, not one checkpoint's.
-            Err(error @ CheckpointError::Invalid { .. }) => return Err(error.into()),
+            Err(error @ CheckpointError::Invalid { .. }) => {
+                return Err(PipelineError::from_model_config(error))
+            }
             Err(error) => last_error = Some(error),
         }
     }
@@ -1418,10 +1435,11 @@ fn adapter_labels(
     probe: &LabelledFile,
     base_dir: Option<&Path>,
     run_dir: &Path,
-) -> Result<(LabelSet, Family), PipelineError> {
+) -> Result<(LabelSet, Family, PathBuf), PipelineError> {
     let base = adapter_base(adapter, base_dir, run_dir)?;
     let base_config_path = base.dir.join("config.json");
-    let base_config = ModelConfig::load(&base_config_path)?;
+    let base_config =
+        ModelConfig::load(&base_config_path).map_err(PipelineError::from_model_config)?;
     let family = base_config.family();
     let refuse = |message: String| PipelineError::Labels {
         path: adapter.tensors.clone(),
@@ -1443,11 +1461,11 @@ fn adapter_labels(
                 given.names.len()
             )));
         }
-        return Ok((given, family));
+        return Ok((given, family, base_config_path));
     }
     let from_base = base_config.labels().ok().flatten();
     if let Some(labels) = from_base.filter(|labels| labels.names.len() == classes) {
-        return Ok((labels, family));
+        return Ok((labels, family, base_config_path));
     }
     let integers = LabelSet {
         names: (0..classes).map(|id| id.to_string()).collect(),
@@ -1457,7 +1475,7 @@ fn adapter_labels(
         RawLabel::Name(name) => name.parse::<usize>().is_ok_and(|id| id < classes),
     });
     if all_ids {
-        return Ok((integers, family));
+        return Ok((integers, family, base_config_path));
     }
     Err(refuse(format!(
         "a peft adapter has no config.json and so no id2label; its head has {classes} \

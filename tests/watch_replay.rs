@@ -45,38 +45,6 @@ fn steps() -> Vec<u64> {
     (1..=12).map(|i| i * 40).collect()
 }
 
-/// `GET path` on 127.0.0.1:`port`; the status line and the body.
-fn get(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
-
-fn metric(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in\n{exposition}"))
-        .parse()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn watch_config(run: &Path, state: &Path, slack: &SlackLike, metrics_port: u16) -> WatchConfig {
     let url = format!("http://{}/services/T0/B0/replay", slack.address);
     let mut pipeline = pipeline_config(run, state);

@@ -184,8 +184,9 @@ pub trait Embedder: Send {
         probe: &TokenizedProbe,
     ) -> Result<Embeddings, EmbedError>;
 
-    /// Whether this embedder can run `family`'s models: asked once per run, before any
-    /// checkpoint is read.
+    /// Whether this embedder can run `family`'s models: asked for every family when
+    /// its thread starts (`EmbedWorker::spawn`); each run is checked against the
+    /// answers before any of its checkpoints is read.
     fn accepts(&self, family: Family) -> Result<(), EmbedError>;
 }
 

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{EmbedError, Embedder, Embeddings, ModelSource, TokenizedProbe};
+use crate::checkpoint::Family;
 
 pub struct EmbedJob {
     pub step: u64,
@@ -25,10 +26,17 @@ pub struct EmbedWorker {
     jobs: Option<Sender<EmbedJob>>,
     outcomes: Receiver<JobOutcome>,
     thread: Option<JoinHandle<()>>,
+    /// The families the embedder refuses, with its reason: asked before it moves to its
+    /// thread, so that a run is checked without waiting behind a forward pass.
+    refused: Vec<(Family, String)>,
 }
 
 impl EmbedWorker {
     pub fn spawn(mut embedder: Box<dyn Embedder>) -> Self {
+        let refused = Family::ALL
+            .into_iter()
+            .filter_map(|family| Some((family, embedder.accepts(family).err()?.to_string())))
+            .collect();
         let (jobs, job_receiver) = channel::<EmbedJob>();
         let (outcome_sender, outcomes) = channel();
         let thread = std::thread::Builder::new()
@@ -53,7 +61,17 @@ impl EmbedWorker {
             jobs: Some(jobs),
             outcomes,
             thread: Some(thread),
+            refused,
         }
+    }
+
+    /// Why the embedder does not run `family`'s models, if it does not (see
+    /// [`Embedder::accepts`]).
+    pub fn refuses(&self, family: Family) -> Option<&str> {
+        self.refused
+            .iter()
+            .find(|(refused, _)| *refused == family)
+            .map(|(_, reason)| reason.as_str())
     }
 
     /// Queues a job; false if the worker has stopped.

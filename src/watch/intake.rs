@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::checkpoint::{discover, CheckpointError, Completeness};
 use crate::store::{Gap, SecureOutcome, SecuredCheckpoints, StateDir, StoreError};
@@ -40,7 +39,7 @@ pub struct Intake {
     run_dir: PathBuf,
     state: StateDir,
     secured: SecuredCheckpoints,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     /// Folders seen and neither secured nor stored yet, by step.
     pending: BTreeMap<u64, PathBuf>,
     /// Steps already told to be over the copy limit (told once, read from the run).
@@ -53,7 +52,7 @@ impl Intake {
         run_dir: PathBuf,
         state: StateDir,
         secured: SecuredCheckpoints,
-        metrics: Arc<Metrics>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             run_dir,
@@ -159,7 +158,7 @@ mod tests {
         let manifest = crate::store::one_class_manifest(1);
         let state = StateDir::open(&dir.join("state"), &manifest).unwrap();
         let secured = SecuredCheckpoints::open(&state, 0).unwrap();
-        Intake::new(dir.join("run"), state, secured, Arc::new(Metrics::new()))
+        Intake::new(dir.join("run"), state, secured, Metrics::new())
     }
 
     fn write(dir: &std::path::Path, step: u64, files: &[(&str, &str)]) {

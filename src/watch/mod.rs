@@ -25,7 +25,7 @@ use crate::store::{SecuredCheckpoints, StateDir, StateLock, StoreError};
 
 pub use announce::{notification_for, AnnouncePolicy, Announced};
 pub use intake::{Intake, IntakeError, Scan};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, SweepMetrics};
 pub use runs::{runs_state_dir, watch_runs, RunsConfig};
 
 /// How often the intake looks again while a checkpoint is being written: soon enough to
@@ -97,12 +97,10 @@ pub async fn watch(
 ) -> Result<WatchExit, WatchError> {
     let state_dir = config.pipeline.state_dir();
     let _lock = StateLock::acquire(&state_dir)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     if let Some(address) = config.metrics_addr {
-        let bound = metrics::serve(address, metrics.clone())
-            .await
-            .map_err(|error| WatchError::Metrics { address, error })?;
-        tracing::info!(address = %bound, "serving /metrics and /healthz");
+        let exposed = metrics.clone();
+        serve_metrics(address, move || exposed.encode()).await?;
     }
     let mut sinks = Vec::new();
     for sink in config.sinks {
@@ -187,6 +185,18 @@ pub async fn watch(
         }
     }
     Ok(exit)
+}
+
+/// Serves `/metrics` and `/healthz` on `address` for the rest of the watch.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    encode: impl Fn() -> String + Send + Sync + 'static,
+) -> Result<(), WatchError> {
+    let bound = metrics::serve(address, encode)
+        .await
+        .map_err(|error| WatchError::Metrics { address, error })?;
+    tracing::info!(address = %bound, "serving /metrics and /healthz");
+    Ok(())
 }
 
 /// Polls a remote run into its mirror; each fetch wakes the intake as a file event would.
@@ -314,7 +324,7 @@ struct Processing {
     woken: Receiver<()>,
     sinks: Vec<SinkHandle>,
     make_embedder: EmbedderFactory,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
 }
 
 impl Processing {
@@ -327,14 +337,8 @@ impl Processing {
         let mut latest_report: Option<Report> = None;
         loop {
             // One checkpoint per pass: the report and the advice follow every checkpoint.
-            let metrics = self.metrics.clone();
             let summary = pipeline.embed_pending(1, &self.stop, &mut |event| {
-                log_progress(&event);
-                match event {
-                    Progress::Embedded { elapsed, .. } => metrics.embedded(elapsed.as_secs_f64()),
-                    Progress::Skipped(_) => metrics.skipped(),
-                    _ => {}
-                }
+                record_progress(&self.metrics, &event)
             })?;
             self.metrics.backlog(summary.deferred);
             if latest_report.is_none() || !summary.embedded.is_empty() || summary.skipped > 0 {
@@ -534,7 +538,13 @@ fn still_being_written(error: &CheckpointError) -> bool {
     )
 }
 
-fn log_progress(event: &Progress) {
+/// Logs a pass's progress and counts it in `metrics`.
+fn record_progress(metrics: &Metrics, event: &Progress) {
+    match *event {
+        Progress::Embedded { elapsed, .. } => metrics.embedded(elapsed.as_secs_f64()),
+        Progress::Skipped(_) => metrics.skipped(),
+        _ => {}
+    }
     match *event {
         Progress::Planned { checkpoints } if checkpoints > 0 => {
             tracing::info!(checkpoints, "embedding")

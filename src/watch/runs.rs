@@ -17,14 +17,15 @@ use serde::Serialize;
 
 use crate::checkpoint::discover;
 use crate::embed::EmbedWorker;
-use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Progress};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
 use crate::report::{write_html, write_json, Report};
 use crate::sinks::{SinkConfig, SinkHandle};
 use crate::store::{write_atomically, SecuredCheckpoints, StateDir, StateLock};
 
 use super::{
-    announce_changes, announce_finish, log_progress, still_being_written, AnnouncePolicy,
-    Announced, EmbedderFactory, Intake, Metrics, WatchError, WatchExit,
+    announce_changes, announce_finish, record_progress, serve_metrics, still_being_written,
+    AnnouncePolicy, Announced, EmbedderFactory, Intake, Metrics, SweepMetrics, WatchError,
+    WatchExit,
 };
 
 /// How deep under ROOT run folders are looked for (ROOT/sweep/lr-1e-4/ is depth 2).
@@ -44,6 +45,9 @@ pub struct RunsConfig {
     pub sinks: Vec<SinkConfig>,
     pub flush_deadline: Duration,
     pub announce: AnnouncePolicy,
+    /// Where `/metrics` and `/healthz` are served, if anywhere: each run's series
+    /// labelled `run`, the count of runs by status without.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `ROOT-state`, beside ROOT: never inside a run folder.
@@ -93,9 +97,41 @@ enum RunStatus {
     Waiting,
     Watching,
     Finished,
-    /// The run cannot be read (an unsupported model, labels that disagree): the reason
-    /// is logged and on the index page.
+    /// The run cannot be read (labels that disagree, a base model not found): the
+    /// reason is logged and on the index page.
     Failed,
+    /// A model dwell or the chosen backend does not run: the file and the reason are
+    /// logged and on the index page; nothing of the run is embedded.
+    Unsupported,
+}
+
+impl RunStatus {
+    const ALL: [RunStatus; 5] = [
+        RunStatus::Waiting,
+        RunStatus::Watching,
+        RunStatus::Finished,
+        RunStatus::Failed,
+        RunStatus::Unsupported,
+    ];
+
+    /// As in `index.json` and the `dwell_runs{status}` metric.
+    fn name(self) -> &'static str {
+        match self {
+            RunStatus::Waiting => "waiting",
+            RunStatus::Watching => "watching",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+            RunStatus::Unsupported => "unsupported",
+        }
+    }
+
+    /// Nothing more is done for the run.
+    fn is_done(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Unsupported
+        )
+    }
 }
 
 struct RunWatch {
@@ -108,6 +144,7 @@ struct RunWatch {
     intake: Option<Intake>,
     announced: Announced,
     sinks: Vec<SinkHandle>,
+    metrics: Metrics,
     latest_report: Option<Report>,
     /// The run folder's checkpoint steps when last looked at, and since when unchanged.
     steps: BTreeSet<u64>,
@@ -115,9 +152,10 @@ struct RunWatch {
 }
 
 impl RunWatch {
-    fn new(name: String, dir: PathBuf, state_root: &Path) -> Self {
+    fn new(name: String, dir: PathBuf, state_root: &Path, metrics: &SweepMetrics) -> Self {
         let state_dir = state_root.join(&name);
         Self {
+            metrics: metrics.run(&name),
             name,
             dir,
             state_dir,
@@ -146,6 +184,12 @@ impl RunWatch {
             Err(PipelineError::Checkpoint(error)) if still_being_written(&error) => {
                 return Ok(false)
             }
+            Err(PipelineError::Unsupported { config, reason }) => {
+                tracing::warn!(run = %self.name, file = %config.display(), %reason, "this run's model is not supported: it is not embedded; the other runs go on");
+                self.failure = Some(format!("{}: {reason}", config.display()));
+                self.status = RunStatus::Unsupported;
+                return Ok(false);
+            }
             Err(error) => {
                 tracing::error!(run = %self.name, %error, "this run cannot be watched");
                 self.failure = Some(error.to_string());
@@ -160,12 +204,14 @@ impl RunWatch {
             self.dir.clone(),
             StateDir::open_for_intake(&self.state_dir)?,
             secured,
-            Arc::new(Metrics::new()),
+            self.metrics.clone(),
         ));
         self.announced = Announced::load(&state)?;
         for sink in &config.sinks {
-            self.sinks
-                .push(SinkHandle::spawn(sink.clone(), &self.state_dir)?);
+            let handle = SinkHandle::spawn(sink.clone(), &self.state_dir)?;
+            self.metrics
+                .watch_outbox(handle.name(), handle.outbox_counter());
+            self.sinks.push(handle);
         }
         self.pipeline = Some(pipeline);
         self.status = RunStatus::Watching;
@@ -179,11 +225,8 @@ impl RunWatch {
         config: &RunsConfig,
         worker: &Rc<EmbedWorker>,
         stop: &AtomicBool,
-        metrics: &Metrics,
     ) -> Result<Step, WatchError> {
-        if matches!(self.status, RunStatus::Finished | RunStatus::Failed)
-            || (self.pipeline.is_none() && !self.open(config, worker)?)
-        {
+        if self.status.is_done() || (self.pipeline.is_none() && !self.open(config, worker)?) {
             return Ok(Step::default());
         }
         if let Some(intake) = &mut self.intake {
@@ -199,12 +242,10 @@ impl RunWatch {
             self.changed_at = Instant::now();
         }
         let pipeline = self.pipeline.as_mut().expect("opened above");
-        let summary = pipeline.embed_pending(1, stop, &mut |event| {
-            log_progress(&event);
-            if let Progress::Embedded { elapsed, .. } = event {
-                metrics.embedded(elapsed.as_secs_f64());
-            }
-        })?;
+        let metrics = &self.metrics;
+        let summary =
+            pipeline.embed_pending(1, stop, &mut |event| record_progress(metrics, &event))?;
+        metrics.backlog(summary.deferred);
         let mut step = Step {
             deferred: summary.deferred > 0,
             ..Step::default()
@@ -320,6 +361,11 @@ pub async fn watch_runs(
 ) -> Result<WatchExit, WatchError> {
     let state_root = runs_state_dir(&config.root);
     let _lock = StateLock::acquire(&state_root)?;
+    let metrics = SweepMetrics::new();
+    if let Some(address) = config.metrics_addr {
+        let exposed = metrics.clone();
+        serve_metrics(address, move || exposed.encode()).await?;
+    }
     let embedder = make_embedder()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flush_deadline = config.flush_deadline;
@@ -327,7 +373,7 @@ pub async fn watch_runs(
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
             let worker = Rc::new(EmbedWorker::spawn(embedder));
-            run_loop(&config, &state_root, &worker, &stop)
+            run_loop(&config, &state_root, &worker, &stop, &metrics)
         })
     };
     tokio::pin!(shutdown);
@@ -358,15 +404,15 @@ fn run_loop(
     state_root: &Path,
     worker: &Rc<EmbedWorker>,
     stop: &AtomicBool,
+    metrics: &SweepMetrics,
 ) -> LoopResult {
-    let metrics = Metrics::new();
     let mut runs: BTreeMap<String, RunWatch> = BTreeMap::new();
     let mut index_written = false;
     let exit = loop {
         for (name, dir) in list_runs(&config.root) {
             runs.entry(name.clone()).or_insert_with(|| {
                 tracing::info!(run = %name, "found a run");
-                RunWatch::new(name, dir, state_root)
+                RunWatch::new(name, dir, state_root, metrics)
             });
         }
         let mut changed = !index_written;
@@ -375,18 +421,20 @@ fn run_loop(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let step = run.step(config, worker, stop, &metrics)?;
+            let step = run.step(config, worker, stop)?;
             changed |= step.report_changed;
             busy |= step.deferred;
         }
+        let by_status = RunStatus::ALL.map(|status| {
+            let count = runs.values().filter(|run| run.status == status).count();
+            (status.name(), count)
+        });
+        metrics.runs(&by_status);
         if changed {
             write_index(state_root, &runs)?;
             index_written = true;
         }
-        let all_finished = !runs.is_empty()
-            && runs
-                .values()
-                .all(|run| matches!(run.status, RunStatus::Finished | RunStatus::Failed));
+        let all_finished = !runs.is_empty() && runs.values().all(|run| run.status.is_done());
         if config.exit_on_finish && all_finished {
             break WatchExit::Finished;
         }
@@ -454,8 +502,8 @@ fn index_html(runs: &[RunSummary]) -> String {
             None => escape(&run.name),
         };
         let status = match &run.failure {
-            Some(reason) => format!("failed: {}", escape(reason)),
-            None => format!("{:?}", run.status).to_lowercase(),
+            Some(reason) => format!("{}: {}", run.status.name(), escape(reason)),
+            None => run.status.name().to_string(),
         };
         let latest_f1 = run
             .macro_f1

@@ -93,6 +93,40 @@ pub fn dwell() -> std::process::Command {
     command
 }
 
+/// `GET path` on 127.0.0.1:`port`; the status line and the body.
+pub fn get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the series `name` (with its labels, if any) in a Prometheus exposition.
+pub fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in\n{exposition}"))
+        .parse()
+        .unwrap()
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `dwell analyze` on the fixture run with its training counts, into `dir/state`.
 pub fn analyze_fixture(dir: &std::path::Path) -> (std::process::Output, std::path::PathBuf) {
     let state = dir.join("state");
