@@ -483,6 +483,7 @@ fn pipeline_config(
 ) -> anyhow::Result<PipelineConfig> {
     Ok(PipelineConfig {
         run_dir,
+        shown_as: None,
         probe: args.probe,
         state_dir: args.state,
         max_len: args.max_len,
@@ -549,11 +550,14 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
         .secure_copy_limit
         .or(file.secure_copy_limit_mib)
         .unwrap_or(DEFAULT_COPY_LIMIT_BYTES >> 20);
-    if let Some(root) = args.runs.take() {
-        anyhow::ensure!(
-            args.pipeline.run_dir.is_none(),
-            "give RUN_DIR or --runs ROOT, not both"
-        );
+    let many_runs = args.runs.is_some();
+    let run_dir = run_source(
+        args.pipeline.run_dir.take(),
+        args.runs.take(),
+        "--runs ROOT",
+    )?;
+    if many_runs {
+        let root = run_dir;
         anyhow::ensure!(
             args.pipeline.state.is_none(),
             "--runs keeps each run's state in ROOT-state/<run>/: --state does not apply"
@@ -585,11 +589,7 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
             announce,
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let runtime = watch_runtime()?;
         let exit = runtime.block_on(dwell::watch::watch_runs(
             runs,
             model_embedders(batch_size, backend),
@@ -598,43 +598,37 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
         tracing::info!(?exit, "dwell watch exits");
         return Ok(());
     }
-    let run_dir = args
-        .pipeline
-        .run_dir
-        .take()
-        .context("give RUN_DIR (the Trainer's output_dir) or --runs ROOT")?;
     let remote = match run_dir.to_str().filter(|run| is_remote(run)) {
         Some(url) => Some(RemoteRun::from_url(url)?),
         None => None,
     };
-    if let Some(run) = &remote {
-        let state = args.pipeline.state.as_deref().with_context(|| {
+    let run_dir = match &remote {
+        Some(run) => mirror_dir(args.pipeline.state.as_deref().with_context(|| {
             format!(
                 "{} is on object storage: give --state DIR, a local folder for the state",
                 run.url()
             )
-        })?;
-        args.pipeline.state = Some(state.to_path_buf());
-    }
-    let run_dir = match (&remote, &args.pipeline.state) {
-        (Some(_), Some(state)) => mirror_dir(state),
-        _ => run_dir,
+        })?),
+        None => run_dir,
     };
     let watch_config = WatchConfig {
         exit_on_finish: args.exit_on_finish || file.exit_on_finish.unwrap_or(false),
-        pipeline: pipeline_config(
-            args.pipeline,
-            run_dir,
-            &config,
-            // The mirror applies the settle rule to the listing and renames each
-            // checkpoint into place whole: its local copy is settled when it appears.
-            if remote.is_some() {
-                Duration::ZERO
-            } else {
-                settle
-            },
-            copy_limit_mib << 20,
-        )?,
+        pipeline: PipelineConfig {
+            shown_as: remote.as_ref().map(|run| PathBuf::from(run.url())),
+            ..pipeline_config(
+                args.pipeline,
+                run_dir,
+                &config,
+                // The mirror applies the settle rule to the listing and renames each
+                // checkpoint into place whole: its local copy is settled when it appears.
+                if remote.is_some() {
+                    Duration::ZERO
+                } else {
+                    settle
+                },
+                copy_limit_mib << 20,
+            )?
+        },
         remote: remote.map(|run| RemoteSource { run, settle }),
         poll,
         sinks,
@@ -642,11 +636,7 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
         announce,
         metrics_addr: args.metrics_addr.or(file.metrics_addr),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = watch_runtime()?;
     let exit = runtime.block_on(async move {
         dwell::watch::watch(
             watch_config,
@@ -657,6 +647,16 @@ fn watch(mut args: WatchArgs, backend: Choice) -> anyhow::Result<()> {
     })?;
     tracing::info!(?exit, "dwell watch exits");
     Ok(())
+}
+
+/// The runtime a watch runs on: its timers, file events, HTTP sends and `/metrics`
+/// need little, as the embedding runs on a thread of its own.
+fn watch_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
@@ -680,6 +680,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
     };
     let pipeline = PipelineConfig {
         run_dir: demo_config.run_dir(),
+        shown_as: None,
         probe: demo_config.data_dir().join("test.jsonl"),
         state_dir: Some(state.clone()),
         max_len: demo_config.max_len,
@@ -737,11 +738,7 @@ fn demo(args: DemoArgs, backend: Choice) -> anyhow::Result<()> {
             )),
         };
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = watch_runtime()?;
     runtime.block_on(async move {
         dwell::watch::watch(
             watch_config,
@@ -916,7 +913,6 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The trajectory analysis of everything a state directory holds.
 /// The trajectory analysis of everything stored in the state directory at `root`, with
 /// the positions it read still cached for a second pass over them.
 fn analyze_state_dir(
@@ -1177,13 +1173,16 @@ fn analyze(command: AnalyzeCommand, backend: Choice) -> anyhow::Result<()> {
     let run_dir = remote
         .as_ref()
         .map_or(run_dir, |mirror| mirror.root().to_path_buf());
-    let config = pipeline_config(
-        args,
-        run_dir,
-        &file_config,
-        Duration::ZERO,
-        DEFAULT_COPY_LIMIT_BYTES,
-    )?;
+    let config = PipelineConfig {
+        shown_as: remote_url.as_ref().map(PathBuf::from),
+        ..pipeline_config(
+            args,
+            run_dir,
+            &file_config,
+            Duration::ZERO,
+            DEFAULT_COPY_LIMIT_BYTES,
+        )?
+    };
     if let Some(mut mirror) = remote {
         let stored = StateDir::open_for_intake(&config.state_dir())?.stored_steps()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1237,10 +1236,7 @@ fn analyze(command: AnalyzeCommand, backend: Choice) -> anyhow::Result<()> {
         )?;
         tracing::info!(run = %url, "embedded from object storage");
     }
-    let mut report = pipeline.build_report()?;
-    if let Some(url) = &remote_url {
-        report.run.directory = PathBuf::from(url);
-    }
+    let report = pipeline.build_report()?;
     let path = write_json(pipeline.state(), &report)?;
     let figures = pipeline.figures(&report)?;
     let html = write_html(pipeline.state(), &figures)?;

@@ -46,6 +46,9 @@ const CLUSTERING_TIME_SHARE: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub run_dir: PathBuf,
+    /// The run as the user named it where `run_dir` is a local mirror of it (an
+    /// `s3://` URL): what the report, and every message built from it, calls the run.
+    pub shown_as: Option<PathBuf>,
     pub probe: PathBuf,
     /// Defaults to `RUN_DIR/.dwell`.
     pub state_dir: Option<PathBuf>,
@@ -164,6 +167,14 @@ pub struct PassSummary {
     pub deferred: usize,
     /// Skipped in an earlier pass and not retried: none of their files changed since.
     pub unchanged_failures: usize,
+}
+
+impl PassSummary {
+    /// Nothing left for another pass now: nothing settling, incomplete, deferred or
+    /// interrupted.
+    pub fn all_done(&self) -> bool {
+        self.settling == 0 && self.incomplete == 0 && self.deferred == 0 && !self.interrupted
+    }
 }
 
 /// Each file of a checkpoint folder: name, size, mtime.
@@ -364,9 +375,10 @@ impl Pipeline {
         stop: &AtomicBool,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<PassSummary, PipelineError> {
-        if let Source::Exported { .. } = self.source {
-            return self.store_exported(limit, stop, on_progress);
-        }
+        let worker = match &self.source {
+            Source::Exported { .. } => return self.store_exported(limit, stop, on_progress),
+            Source::Model(worker) => Rc::clone(worker),
+        };
         let stored = self.state.stored_steps()?;
         // One clock reading for the whole scan: read per checkpoint, a slow scan (a busy
         // machine) could find a later checkpoint settled and an earlier one, first seen
@@ -468,9 +480,6 @@ impl Pipeline {
                     self.skip(&checkpoint, error, &mut summary, on_progress);
                     continue;
                 }
-            };
-            let Source::Model(worker) = &self.source else {
-                unreachable!("exported embeddings returned above");
             };
             if !worker.submit(job) {
                 return Err(PipelineError::WorkerGone);
@@ -869,15 +878,17 @@ impl Pipeline {
             .find_map(|c| c.per_class_f1.as_ref());
         let counts = class_counts(&self.probe_labels, names);
         let trainer_state = self.latest_trainer_state.as_ref();
-        let max_steps = match self.source {
-            Source::Exported { max_steps } => max_steps,
-            Source::Model(_) => trainer_state.and_then(|s| s.max_steps),
-        };
-        let finished = match self.source {
-            Source::Exported { max_steps } => max_steps
-                .zip(checkpoints.last())
-                .is_some_and(|(max, latest)| latest.step >= max),
-            Source::Model(_) => trainer_state.is_some_and(TrainerState::is_finished),
+        let (max_steps, finished) = match self.source {
+            Source::Exported { max_steps } => (
+                max_steps,
+                max_steps
+                    .zip(checkpoints.last())
+                    .is_some_and(|(max, latest)| latest.step >= max),
+            ),
+            Source::Model(_) => (
+                trainer_state.and_then(|s| s.max_steps),
+                trainer_state.is_some_and(TrainerState::is_finished),
+            ),
         };
         let advice = analysis.as_ref().map(|analysis| {
             self.advise(analysis, &checkpoints, latest_confusion, &counts, max_steps)
@@ -949,7 +960,11 @@ impl Pipeline {
             schema: REPORT_SCHEMA.into(),
             generated_by: format!("dwell {}", env!("CARGO_PKG_VERSION")),
             run: RunInfo {
-                directory: self.config.run_dir.clone(),
+                directory: self
+                    .config
+                    .shown_as
+                    .clone()
+                    .unwrap_or_else(|| self.config.run_dir.clone()),
                 model_type: self.model_type.clone(),
                 labels: names.clone(),
                 latest_step: checkpoints.last().map(|c| c.step),
@@ -1249,8 +1264,6 @@ pub struct ScoredCheckpoint {
     pub confusion: Option<ConfusionMatrix>,
 }
 
-/// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
-/// checkpoint that is half gone; it is gone a moment later.
 /// Whether a pass stops before the `index`th of its `ready_count` checkpoints: on a stop
 /// request (interrupted), or at `limit` (the rest deferred to the next pass).
 fn pass_ends_before(
@@ -1271,6 +1284,8 @@ fn pass_ends_before(
     false
 }
 
+/// The Trainer's rotation removes a checkpoint file by file, so a read can fail on a
+/// checkpoint that is half gone; it is gone a moment later.
 fn is_being_removed(path: &Path) -> bool {
     std::thread::sleep(Duration::from_millis(150));
     !path.exists()

@@ -209,23 +209,12 @@ pub fn euclidean_distances(points: ArrayView2<f64>) -> Array2<f64> {
     distances
 }
 
-/// Dynamic time warping between two trajectories (rows: positions in time
-/// order): the least sum of Euclidean ground distances over a monotone
-/// alignment of both from first to last point, divided by n + m so that
-/// long and short trajectories are on one scale (the average cost per
-/// aligned point, up to the path's length). `None` for an empty trajectory.
-pub fn dtw_distance(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Option<f64> {
-    let (n, m) = (a.nrows(), b.nrows());
-    if n == 0 || m == 0 {
-        return None;
-    }
-    let ground = euclidean_cross_distances(a, b);
-    Some(dtw(n, m, |i, j| ground[[i, j]]))
-}
-
-/// [`dtw_distance`] of trajectories of `n` and `m` points (both at least 1), given the
-/// ground distance of point i of the first and point j of the second. The cost table
-/// is kept one row at a time.
+/// Dynamic time warping between two trajectories of `n` and `m` points, each at least
+/// one, in time order, given the Euclidean ground distance of point i of the first and
+/// point j of the second: the least sum of ground distances over a monotone alignment of
+/// both from first to last point, divided by n + m so that long and short trajectories
+/// are on one scale (the average cost per aligned point, up to the path's length). The
+/// cost table is kept one row at a time.
 fn dtw(n: usize, m: usize, ground: impl Fn(usize, usize) -> f64) -> f64 {
     let mut row = vec![f64::INFINITY; m];
     for i in 0..n {
@@ -245,17 +234,6 @@ fn dtw(n: usize, m: usize, ground: impl Fn(usize, usize) -> f64) -> f64 {
         }
     }
     row[m - 1] / (n + m) as f64
-}
-
-/// ‖a_i − b_j‖ for every row pair, through one matrix product.
-fn euclidean_cross_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
-    let a_norms = a.map_axis(Axis(1), |row| row.dot(&row));
-    let b_norms = b.map_axis(Axis(1), |row| row.dot(&row));
-    let mut distances = a.dot(&b.t());
-    for ((i, j), value) in distances.indexed_iter_mut() {
-        *value = (a_norms[i] + b_norms[j] - 2.0 * *value).max(0.0).sqrt();
-    }
-    distances
 }
 
 /// DTW between every pair of trajectories, once for each set of lengths: `positions`
@@ -579,6 +557,29 @@ fn moved_examples(methods: &Methods, labels: &[usize]) -> Vec<MovedExample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The DTW of two trajectories (rows: points in time order) the direct way, with
+    /// their ground distances through one matrix product: the reference the batched
+    /// [`trajectory_distances`] is held to. `None` for an empty trajectory.
+    fn dtw_distance(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Option<f64> {
+        let (n, m) = (a.nrows(), b.nrows());
+        if n == 0 || m == 0 {
+            return None;
+        }
+        let ground = euclidean_cross_distances(a, b);
+        Some(dtw(n, m, |i, j| ground[[i, j]]))
+    }
+
+    /// ‖a_i − b_j‖ for every row pair, through one matrix product.
+    fn euclidean_cross_distances(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+        let a_norms = a.map_axis(Axis(1), |row| row.dot(&row));
+        let b_norms = b.map_axis(Axis(1), |row| row.dot(&row));
+        let mut distances = a.dot(&b.t());
+        for ((i, j), value) in distances.indexed_iter_mut() {
+            *value = (a_norms[i] + b_norms[j] - 2.0 * *value).max(0.0).sqrt();
+        }
+        distances
+    }
     use ndarray::array;
 
     #[test]

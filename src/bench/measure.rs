@@ -96,7 +96,6 @@ pub(crate) fn per_second(count: usize, seconds: f64) -> f64 {
     }
 }
 
-/// The share of the computed tokens that are padding.
 /// What the cpu backend computes in one pass of a BERT-shaped encoder over texts of
 /// `lengths` tokens, counting a multiply-add as two operations: every layer but the last
 /// over every real token (QKV, attention within each text, attention output,
@@ -121,6 +120,7 @@ pub fn cpu_pass_flops(
     2.0 * ((layers.saturating_sub(1)) as f64 * full_layer + last_layer + head)
 }
 
+/// The share of the computed tokens that are padding.
 pub(crate) fn padding_share(tokens: usize, padded_tokens: usize) -> f64 {
     if padded_tokens == 0 {
         0.0

@@ -244,6 +244,11 @@ impl Mirror {
             .collect();
         let mirrored = self.mirrored()?;
         self.settling.retain(|step, _| remote.contains_key(step));
+        // One clock reading for the whole scan, as the pipeline's settle check takes:
+        // read per checkpoint, behind each checkpoint's listing, a later checkpoint
+        // could settle in the same scan as an earlier one that does not, and be
+        // fetched (and embedded) first.
+        let now = Instant::now();
         for (&step, folder) in &remote {
             if stored.contains(&step) || mirrored.contains(&step) {
                 continue;
@@ -261,7 +266,6 @@ impl Mirror {
                 scan.being_written += 1;
                 continue;
             }
-            let now = Instant::now();
             let settled = match self.settling.get(&step) {
                 Some((seen, since)) if *seen == listing => {
                     now.duration_since(*since) >= self.settle

@@ -71,22 +71,14 @@ pub fn list_exported(dir: &Path) -> Result<BTreeMap<u64, ExportedStep>, Exported
             continue;
         };
         let (number, kind) = rest.split_once('.').unwrap_or((rest, ""));
-        let step: u64 = number.parse().map_err(|_| {
-            invalid(
-                &path,
-                "not step-<N>.safetensors, step-<N>.npy or step-<N>.logits.npy",
-            )
-        })?;
+        let step: u64 = number
+            .parse()
+            .map_err(|_| invalid(&path, NOT_A_STEP_FILE))?;
         let target = match kind {
             "safetensors" => &mut safetensors,
             "npy" => &mut npy,
             "logits.npy" => &mut logits,
-            _ => {
-                return Err(invalid(
-                    &path,
-                    "not step-<N>.safetensors, step-<N>.npy or step-<N>.logits.npy",
-                ))
-            }
+            _ => return Err(invalid(&path, NOT_A_STEP_FILE)),
         };
         target.insert(step, path);
     }
@@ -113,6 +105,9 @@ pub fn list_exported(dir: &Path) -> Result<BTreeMap<u64, ExportedStep>, Exported
     Ok(steps)
 }
 
+/// Why a `step-` file's name is refused.
+const NOT_A_STEP_FILE: &str = "not step-<N>.safetensors, step-<N>.npy or step-<N>.logits.npy";
+
 /// A row-major float matrix as read from a file.
 struct Matrix {
     values: Vec<f32>,
@@ -127,7 +122,7 @@ pub fn read_exported(
     probe_rows: usize,
     classes: usize,
 ) -> Result<Embeddings, ExportedError> {
-    let (cls, logits) = match step {
+    let ((cls, cls_path), logits) = match step {
         ExportedStep::Safetensors(path) => with_safetensors(path, |tensors| {
             let cls = safetensors_matrix(tensors, "cls", path)?
                 .ok_or_else(|| invalid(path, "no `cls` tensor (the [CLS] embeddings, [P, H])"))?;
@@ -144,7 +139,6 @@ pub fn read_exported(
             },
         ),
     };
-    let ((cls, cls_path), logits) = (cls, logits);
     if cls.rows != probe_rows {
         return Err(invalid(
             cls_path,

@@ -94,7 +94,8 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-fn escape_html(text: &str) -> String {
+/// `text` safe inside HTML text and attribute values.
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -5,7 +5,7 @@ mod figures;
 mod html;
 
 pub use figures::{FigureAnalyses, Figures, TRAJECTORIES_PER_CLASS};
-pub use html::{render_html, rewrite_html, write_html, HtmlError, HTML_FILE};
+pub use html::{escape_html, render_html, rewrite_html, write_html, HtmlError, HTML_FILE};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

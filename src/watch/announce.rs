@@ -66,12 +66,15 @@ impl Announced {
     }
 
     /// Counts the report of one more checkpoint into the streaks.
-    pub fn checkpoint(&mut self, report: &Report) {
+    /// Whether the streaks moved (and so are worth saving).
+    pub fn checkpoint(&mut self, report: &Report) -> bool {
+        let before = self.streaks.clone();
         extend_streaks(
             &mut self.streaks,
             &self.recommendations,
             &report.recommendations,
         );
+        self.streaks != before
     }
 
     /// How long until a message may go; zero when one may go now.

@@ -110,13 +110,13 @@ pub async fn watch(
         sinks.push(handle);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let intake_state = StateDir::open_for_intake(&state_dir)?;
     let intake = {
-        let state = StateDir::open_for_intake(&state_dir)?;
-        let secured = SecuredCheckpoints::open(&state, config.pipeline.secure_copy_limit)?;
+        let secured = SecuredCheckpoints::open(&intake_state, config.pipeline.secure_copy_limit)?;
         secured.remove_partial()?;
         Intake::new(
             config.pipeline.run_dir.clone(),
-            state,
+            intake_state.clone(),
             secured,
             metrics.clone(),
         )
@@ -127,7 +127,7 @@ pub async fn watch(
         let mirror = Mirror::new(remote.run, config.pipeline.run_dir.clone(), remote.settle);
         tokio::spawn(mirror_remote(
             mirror,
-            state_dir.clone(),
+            intake_state,
             config.poll,
             remote.settle,
             events.clone(),
@@ -202,7 +202,7 @@ async fn serve_metrics(
 /// Polls a remote run into its mirror; each fetch wakes the intake as a file event would.
 async fn mirror_remote(
     mut mirror: Mirror,
-    state_dir: PathBuf,
+    state: StateDir,
     poll: Duration,
     settle: Duration,
     events: Sender<()>,
@@ -210,7 +210,7 @@ async fn mirror_remote(
 ) {
     let mut last_error = None;
     while !stop.load(Ordering::Relaxed) {
-        let synced = match StateDir::open_for_intake(&state_dir).and_then(|s| s.stored_steps()) {
+        let synced = match state.stored_steps() {
             Ok(stored) => mirror.sync(&stored).await.map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
@@ -341,31 +341,13 @@ impl Processing {
                 record_progress(&self.metrics, &event)
             })?;
             self.metrics.backlog(summary.deferred);
-            if latest_report.is_none() || !summary.embedded.is_empty() || summary.skipped > 0 {
-                let started = std::time::Instant::now();
-                let report = pipeline.build_report()?;
-                write_json(&state, &report)?;
-                let figures = pipeline.figures(&report)?;
-                write_html(&state, &figures).map_err(Box::new)?;
-                tracing::debug!(
-                    seconds = started.elapsed().as_secs_f64(),
-                    checkpoints = report.checkpoints.len(),
-                    "report written"
-                );
-                if !summary.embedded.is_empty() {
-                    let streaks = announced.streaks.clone();
-                    announced.checkpoint(&report);
-                    if announced.streaks != streaks {
-                        announced.save(&state)?;
-                    }
-                }
+            let first = latest_report.is_none();
+            if let Some(report) =
+                report_after_pass(&mut pipeline, &state, &summary, first, &mut announced)?
+            {
                 latest_report = Some(report);
             }
-            let all_done = summary.settling == 0
-                && summary.incomplete == 0
-                && summary.deferred == 0
-                && !summary.interrupted;
-            let finished = pipeline.run_finished() && all_done;
+            let finished = pipeline.run_finished() && summary.all_done();
             let mut wait_for_message = None;
             if let (false, Some(report)) = (finished, &latest_report) {
                 wait_for_message = announce_changes(
@@ -477,20 +459,57 @@ fn announce_changes(
     }
     let changes = announced.take_changes(report, hold, now);
     tracing::info!(run = %report.run.directory.display(), changes = changes.len(), "advice changed");
-    metrics.advice_changes(changes.len());
-    send_all(
-        sinks,
-        notification_for(
-            report,
-            crate::sinks::NotificationKind::AdviceChanged,
-            changes,
-            state,
-        ),
-    );
-    // Recorded after the senders queued it on disk: a crash in between repeats a
-    // message rather than losing one.
-    announced.save(state)?;
+    let kind = crate::sinks::NotificationKind::AdviceChanged;
+    send_changes(sinks, metrics, report, kind, changes, announced, state)?;
     Ok(None)
+}
+
+/// `changes` sent to every sink as a `kind` message, then `announced` saved: recorded
+/// after the senders queued it on disk, so that a crash in between repeats a message
+/// rather than losing one.
+fn send_changes(
+    sinks: &[SinkHandle],
+    metrics: &Metrics,
+    report: &Report,
+    kind: crate::sinks::NotificationKind,
+    changes: Vec<crate::sinks::ChangeLine>,
+    announced: &mut Announced,
+    state: &StateDir,
+) -> Result<(), WatchError> {
+    metrics.advice_changes(changes.len());
+    send_all(sinks, notification_for(report, kind, changes, state));
+    announced.save(state)?;
+    Ok(())
+}
+
+/// After a pass: the report rebuilt and written (`report.json`, `report.html`) when
+/// there is none yet (`first`) or the pass embedded or skipped a checkpoint, and the
+/// advice streaks extended by an embedded one (saved when they moved); `None` when
+/// the pass changed nothing.
+fn report_after_pass(
+    pipeline: &mut Pipeline,
+    state: &StateDir,
+    summary: &crate::pipeline::PassSummary,
+    first: bool,
+    announced: &mut Announced,
+) -> Result<Option<Report>, WatchError> {
+    if !first && summary.embedded.is_empty() && summary.skipped == 0 {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let report = pipeline.build_report()?;
+    write_json(state, &report)?;
+    let figures = pipeline.figures(&report)?;
+    write_html(state, &figures).map_err(Box::new)?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        checkpoints = report.checkpoints.len(),
+        "report written"
+    );
+    if !summary.embedded.is_empty() && announced.checkpoint(&report) {
+        announced.save(state)?;
+    }
+    Ok(Some(report))
 }
 
 /// The run's end: every change still pending goes with the summary.
@@ -502,18 +521,9 @@ fn announce_finish(
     state: &StateDir,
 ) -> Result<(), WatchError> {
     let changes = announced.take_changes(report, 0, std::time::SystemTime::now());
-    metrics.advice_changes(changes.len());
-    send_all(
-        sinks,
-        notification_for(
-            report,
-            crate::sinks::NotificationKind::RunFinished,
-            changes,
-            state,
-        ),
-    );
     announced.finished = true;
-    announced.save(state)?;
+    let kind = crate::sinks::NotificationKind::RunFinished;
+    send_changes(sinks, metrics, report, kind, changes, announced, state)?;
     tracing::info!(run = %report.run.directory.display(), step = report.run.latest_step, "the run has finished");
     Ok(())
 }

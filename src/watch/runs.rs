@@ -18,14 +18,14 @@ use serde::Serialize;
 use crate::checkpoint::discover;
 use crate::embed::EmbedWorker;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
-use crate::report::{write_html, write_json, Report};
+use crate::report::{escape_html, Report};
 use crate::sinks::{SinkConfig, SinkHandle};
-use crate::store::{write_atomically, SecuredCheckpoints, StateDir, StateLock};
+use crate::store::{write_atomically, SecuredCheckpoints, StateLock};
 
 use super::{
-    announce_changes, announce_finish, record_progress, serve_metrics, still_being_written,
-    AnnouncePolicy, Announced, EmbedderFactory, Intake, Metrics, SweepMetrics, WatchError,
-    WatchExit,
+    announce_changes, announce_finish, record_progress, report_after_pass, serve_metrics,
+    still_being_written, AnnouncePolicy, Announced, EmbedderFactory, Intake, Metrics, SweepMetrics,
+    WatchError, WatchExit,
 };
 
 /// How deep under ROOT run folders are looked for (ROOT/sweep/lr-1e-4/ is depth 2).
@@ -202,7 +202,7 @@ impl RunWatch {
         secured.remove_partial()?;
         self.intake = Some(Intake::new(
             self.dir.clone(),
-            StateDir::open_for_intake(&self.state_dir)?,
+            state.clone(),
             secured,
             self.metrics.clone(),
         ));
@@ -248,31 +248,22 @@ impl RunWatch {
         metrics.backlog(summary.deferred);
         let mut step = Step {
             deferred: summary.deferred > 0,
+            settling: summary.settling > 0,
             ..Step::default()
         };
         let state = pipeline.state().clone();
-        if self.latest_report.is_none() || !summary.embedded.is_empty() || summary.skipped > 0 {
-            let report = pipeline.build_report()?;
-            write_json(&state, &report)?;
-            let figures = pipeline.figures(&report)?;
-            write_html(&state, &figures).map_err(Box::new)?;
+        let first = self.latest_report.is_none();
+        if let Some(report) =
+            report_after_pass(pipeline, &state, &summary, first, &mut self.announced)?
+        {
             if !summary.embedded.is_empty() {
                 self.changed_at = Instant::now();
-                let streaks = self.announced.streaks.clone();
-                self.announced.checkpoint(&report);
-                if self.announced.streaks != streaks {
-                    self.announced.save(&state)?;
-                }
             }
             self.latest_report = Some(report);
             step.report_changed = true;
         }
-        let all_done = summary.settling == 0
-            && summary.incomplete == 0
-            && summary.deferred == 0
-            && !summary.interrupted;
         let idle = self.changed_at.elapsed() >= config.idle;
-        let finished = all_done && (pipeline.run_finished() || idle);
+        let finished = summary.all_done() && (pipeline.run_finished() || idle);
         let Some(report) = &self.latest_report else {
             return Ok(step);
         };
@@ -335,6 +326,8 @@ impl RunWatch {
 struct Step {
     report_changed: bool,
     deferred: bool,
+    /// A checkpoint is complete but within `--settle`: look again before a whole poll.
+    settling: bool,
 }
 
 /// One run on the index page and in `index.json`.
@@ -416,7 +409,7 @@ fn run_loop(
             });
         }
         let mut changed = !index_written;
-        let mut busy = false;
+        let (mut busy, mut settling) = (false, false);
         for run in runs.values_mut() {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -424,6 +417,7 @@ fn run_loop(
             let step = run.step(config, worker, stop)?;
             changed |= step.report_changed;
             busy |= step.deferred;
+            settling |= step.settling;
         }
         let by_status = RunStatus::ALL.map(|status| {
             let count = runs.values().filter(|run| run.status == status).count();
@@ -442,9 +436,16 @@ fn run_loop(
             break WatchExit::Stopped;
         }
         if !busy {
-            let until = Instant::now() + config.poll.max(Duration::from_millis(20));
+            // As the single-run watch does: a settling checkpoint is looked at again
+            // after half the settle interval, not a whole poll later.
+            let poll = if settling {
+                config.poll.min(config.pipeline.settle / 2)
+            } else {
+                config.poll
+            };
+            let until = Instant::now() + poll.max(Duration::from_millis(20));
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20).min(config.poll));
+                std::thread::sleep(Duration::from_millis(20).min(poll));
             }
         }
     };
@@ -462,13 +463,6 @@ fn write_index(state_root: &Path, runs: &BTreeMap<String, RunWatch>) -> Result<(
         index_html(&summaries).as_bytes(),
     )?;
     Ok(())
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Macro F1 over steps as an SVG polyline, on one scale for every run (F1 0..1, steps
@@ -498,11 +492,15 @@ fn index_html(runs: &[RunSummary]) -> String {
     let mut rows = String::new();
     for run in runs {
         let name = match &run.report {
-            Some(report) => format!("<a href=\"{}\">{}</a>", escape(report), escape(&run.name)),
-            None => escape(&run.name),
+            Some(report) => format!(
+                "<a href=\"{}\">{}</a>",
+                escape_html(report),
+                escape_html(&run.name)
+            ),
+            None => escape_html(&run.name),
         };
         let status = match &run.failure {
-            Some(reason) => format!("{}: {}", run.status.name(), escape(reason)),
+            Some(reason) => format!("{}: {}", run.status.name(), escape_html(reason)),
             None => run.status.name().to_string(),
         };
         let latest_f1 = run
@@ -512,7 +510,7 @@ fn index_html(runs: &[RunSummary]) -> String {
         let advice: String = run
             .advice
             .iter()
-            .map(|line| format!("<li>{}</li>", escape(line)))
+            .map(|line| format!("<li>{}</li>", escape_html(line)))
             .collect();
         rows.push_str(&format!(
             "<tr><td>{name}</td><td>{status}</td><td>{}</td><td>{latest_f1}</td><td>{}</td><td><ul>{advice}</ul></td></tr>\n",

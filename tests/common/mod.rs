@@ -224,6 +224,7 @@ pub fn assert_succeeded(output: &std::process::Output) {
 pub fn pipeline_config(run_dir: &Path, state: &Path) -> dwell::pipeline::PipelineConfig {
     dwell::pipeline::PipelineConfig {
         run_dir: run_dir.to_path_buf(),
+        shown_as: None,
         probe: probe_path(),
         state_dir: Some(state.to_path_buf()),
         max_len: 64,

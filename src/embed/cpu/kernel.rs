@@ -348,6 +348,18 @@ pub(super) mod tests {
     /// its kernel forced: each says it was skipped where the CPU lacks the set.
     macro_rules! kernel_tests {
         ($kernel:ty) => {
+            $crate::embed::cpu::kernel::tests::kernel_tests!($kernel:
+                kernel::tile_product_matches_plain_sums,
+                kernel::packing_matches_its_definition,
+                linear::a_small_layer_matches_hand_computed_values,
+                linear::every_edge_of_the_tiling_matches_the_plain_product,
+                attention::attention_matches_the_plain_formula,
+                vector::every_activation_equals_its_definition,
+                vector::softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector,
+                vector::layer_norm_softmax_and_gelu_match_hand_computed_rows,
+            );
+        };
+        ($kernel:ty: $($module:ident::$check:ident,)+) => {
             fn forced() -> Option<$kernel> {
                 use $crate::embed::cpu::kernel::Kernel;
                 let kernel = <$kernel>::detect();
@@ -357,51 +369,12 @@ pub(super) mod tests {
                 kernel
             }
 
-            #[test]
-            fn tile_product_matches_plain_sums() {
-                forced().map($crate::embed::cpu::kernel::tests::tile_product_matches_plain_sums);
-            }
-
-            #[test]
-            fn packing_matches_its_definition() {
-                forced().map($crate::embed::cpu::kernel::tests::packing_matches_its_definition);
-            }
-
-            #[test]
-            fn a_small_layer_matches_hand_computed_values() {
-                forced().map($crate::embed::cpu::linear::tests::a_small_layer_matches_hand_computed_values);
-            }
-
-            #[test]
-            fn every_edge_of_the_tiling_matches_the_plain_product() {
-                forced().map(
-                    $crate::embed::cpu::linear::tests::every_edge_of_the_tiling_matches_the_plain_product,
-                );
-            }
-
-            #[test]
-            fn attention_matches_the_plain_formula() {
-                forced().map($crate::embed::cpu::attention::tests::attention_matches_the_plain_formula);
-            }
-
-            #[test]
-            fn every_activation_equals_its_definition() {
-                forced().map($crate::embed::cpu::vector::tests::every_activation_equals_its_definition);
-            }
-
-            #[test]
-            fn softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector() {
-                forced().map(
-                    $crate::embed::cpu::vector::tests::softmax_of_rows_shorter_than_longer_than_and_as_long_as_a_vector,
-                );
-            }
-
-            #[test]
-            fn layer_norm_softmax_and_gelu_match_hand_computed_rows() {
-                forced().map(
-                    $crate::embed::cpu::vector::tests::layer_norm_softmax_and_gelu_match_hand_computed_rows,
-                );
-            }
+            $(
+                #[test]
+                fn $check() {
+                    forced().map($crate::embed::cpu::$module::tests::$check);
+                }
+            )+
         };
     }
     pub(in crate::embed::cpu) use kernel_tests;
