@@ -313,4 +313,9 @@ fn watch_polls_an_s3_run_until_it_finishes() {
             .collect::<Vec<_>>(),
         vec![440, 480]
     );
+    // The report (and every message built from it) names the run as the user did, not
+    // its local mirror.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["run"]["directory"], "s3://nightly/job");
 }
